@@ -1,0 +1,49 @@
+//! # nemordp-core
+//!
+//! Domain types, backend traits, simulated backends and the conformance test kit of
+//! [nemordp](https://example.invalid/nemordp): a library that takes a customer's order for a
+//! remote-desktop machine from payment to a running, reachable Windows or Ubuntu desktop with
+//! its credentials and a ready `.rdp` file.
+//!
+//! - Money that cannot lose precision: [`money`].
+//! - Plans, orders and payments with explicit state machines: [`plan`], [`order`], [`payment`].
+//! - The extension points, small object-safe async traits usable as `Arc<dyn …>`:
+//!   [`CloudProvider`], [`PaymentVerifier`], [`RateSource`], [`Notifier`], [`Store`].
+//! - In-process backends that need no keys and no network: [`sim`].
+//! - With the `testkit` feature, conformance suites any backend can run: `testkit`.
+//!
+//! One error type, [`Error`], with an [`ErrorKind`] and [`Error::is_retryable`].
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod clock;
+pub mod cloud;
+pub mod error;
+pub mod ids;
+pub mod money;
+pub mod notify;
+pub mod order;
+pub mod payment;
+pub mod plan;
+pub mod rates;
+pub mod sim;
+pub mod store;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp, TokioClock};
+pub use cloud::{CloudProvider, CloudProviderExt};
+pub use error::{Error, ErrorKind, Result};
+pub use ids::{InstanceId, JobId, NotificationId, OrderId, PaymentId, PlanId};
+pub use money::{Asset, Currency, Money, Rate, Rounding};
+pub use notify::Notifier;
+pub use payment::PaymentVerifier;
+pub use rates::RateSource;
+pub use store::{Store, StoreExt};
+
+// Re-exported so hosts and backend crates use the same versions.
+pub use async_trait::async_trait;
+pub use ruint::aliases::U256;
+pub use rust_decimal::Decimal;
+pub use secrecy;

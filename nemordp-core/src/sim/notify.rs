@@ -1,0 +1,1 @@
+//! Simulated notify backend.

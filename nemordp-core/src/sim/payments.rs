@@ -1,0 +1,1 @@
+//! Simulated payments backend.

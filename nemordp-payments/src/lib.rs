@@ -1,0 +1,12 @@
+//! # nemordp-payments
+//!
+//! Payment backends for nemordp, each behind a feature: `paystack` (cards, bank, USSD),
+//! `btc` (Esplora), `eth` (JSON-RPC) and `usdt` (ERC-20), plus rate sources. All implement
+//! [`nemordp_core::PaymentVerifier`] or [`nemordp_core::RateSource`]. Without features this
+//! crate only re-exports the simulated backends.
+//!
+//! The feature names are reserved today: the clients land with their issues, and no
+//! placeholder type pretends to work before then.
+#![deny(missing_docs)]
+
+pub use nemordp_core::sim::{payments::SimPayments, rates::FixedRates};

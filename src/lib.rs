@@ -1,0 +1,16 @@
+//! # nemordp
+//!
+//! The facade crate: one dependency that re-exports [`nemordp_core`] and, by feature, the
+//! provider, payment and store backends.
+#![deny(missing_docs)]
+
+pub use nemordp_core::*;
+
+/// Cloud provider backends (`vultr`, `contabo` features).
+pub use nemordp_providers as providers;
+
+/// Payment backends and rate sources (`paystack`, `btc`, `eth`, `usdt` features).
+pub use nemordp_payments as payments;
+
+/// Store backends (`sqlite`, `postgres` features; `MemoryStore` always).
+pub use nemordp_store as stores;
