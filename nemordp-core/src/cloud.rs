@@ -28,6 +28,7 @@ pub enum Removal {
 /// arrive as `dyn CloudProvider`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[allow(clippy::struct_excessive_bools)] // independent yes/no abilities, not a state machine
 pub struct Capabilities {
     /// The create response carries the administrator password (Vultr `default_password`).
     pub password_at_create: bool,

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod bootstrap;
 pub mod clock;
 pub mod cloud;
 pub mod error;
@@ -23,9 +24,12 @@ pub mod ids;
 pub mod money;
 pub mod notify;
 pub mod order;
+pub mod password;
 pub mod payment;
 pub mod plan;
 pub mod rates;
+pub mod rdp;
+pub mod seal;
 pub mod sim;
 pub mod store;
 #[cfg(feature = "testkit")]

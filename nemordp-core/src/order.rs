@@ -331,10 +331,11 @@ impl OrderState {
             (S::Terminated, _) => None,
             // Terminate is accepted everywhere else; the lifecycle job removes any machine.
             (_, E::Terminate) => Some(S::Terminated),
-            (S::Created, E::PaymentRequested) => Some(S::AwaitingPayment),
             // A second payment request (e.g. another method) keeps waiting.
-            (S::AwaitingPayment, E::PaymentRequested) => Some(S::AwaitingPayment),
-            (S::AwaitingPayment, E::PaymentSettled) => Some(S::Paid),
+            (S::Created | S::AwaitingPayment, E::PaymentRequested) => Some(S::AwaitingPayment),
+            // An operator retry starts provisioning over from "paid".
+            (S::AwaitingPayment, E::PaymentSettled)
+            | (S::NeedsAttention { .. }, E::RetryProvisioning) => Some(S::Paid),
             (S::Created | S::AwaitingPayment, E::PaymentExpired) => Some(S::Expired),
             // Money after expiry is never dropped: a human decides (provision or refund).
             (S::Expired, E::PaymentSettled) => Some(S::NeedsAttention {
@@ -361,9 +362,9 @@ impl OrderState {
                     step: ProvisionStep::Ready,
                 },
                 E::Activated,
-            ) => Some(S::Active),
+            )
+            | (S::Suspended, E::Unsuspend) => Some(S::Active),
             (S::Active, E::Suspend) => Some(S::Suspended),
-            (S::Suspended, E::Unsuspend) => Some(S::Active),
             (
                 S::Paid
                 | S::Provisioning { .. }
@@ -374,7 +375,6 @@ impl OrderState {
             ) => Some(S::NeedsAttention {
                 reason: reason.clone(),
             }),
-            (S::NeedsAttention { .. }, E::RetryProvisioning) => Some(S::Paid),
             _ => None,
         };
         next.ok_or_else(|| {

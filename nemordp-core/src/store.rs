@@ -129,6 +129,7 @@ impl fmt::Debug for SealedCredentials {
                 "sealed_password",
                 &format_args!("<{} sealed bytes>", self.sealed_password.len()),
             )
+            .field("created_at", &self.created_at)
             .finish()
     }
 }

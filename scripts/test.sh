@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The one test command (README "Run the tests"); .ci/run calls exactly this.
+#
+# It installs and starts whatever the tests need, then runs: rustfmt check, clippy with
+# warnings denied on every feature set, every test (unit, integration, doc), and a build of
+# the examples and benches. With CI=true a missing peer fails the tests instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export CARGO_INCREMENTAL=0
+# Builds are kept outside the clone so CI re-runs are fast.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/nemordp-target}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "peers"
+bash scripts/peers.sh
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy (all features)"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+step "feature combinations"
+# Every backend feature alone and none at all must build (no feature may rely on another).
+for spec in "nemordp-providers:vultr contabo" "nemordp-payments:paystack btc eth usdt" "nemordp-store:sqlite postgres"; do
+  crate=${spec%%:*}
+  cargo check -q -p "$crate" --no-default-features --locked
+  for feature in ${spec#*:}; do
+    cargo check -q -p "$crate" --no-default-features --features "$feature" --locked
+  done
+done
+cargo check -q -p nemordp-core --no-default-features --locked
+
+step "tests"
+cargo test --workspace --all-features --locked --no-fail-fast
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked -q
