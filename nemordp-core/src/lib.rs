@@ -27,6 +27,7 @@ pub mod order;
 pub mod password;
 pub mod payment;
 pub mod plan;
+pub mod provisioner;
 pub mod rates;
 pub mod rdp;
 pub mod seal;

@@ -45,8 +45,13 @@ pub struct InstanceRecord {
     pub address: Option<IpAddr>,
     /// Create attempts sent so far (a create is only re-sent after a grace period of misses).
     pub create_attempts: u32,
-    /// Provider-returned admin password (Vultr `default_password`), sealed; never plaintext.
-    pub sealed_provider_password: Option<Vec<u8>>,
+    /// The machine's admin password, sealed (field `"admin_password"`); never plaintext. Either
+    /// ours, stored before the create is sent, or the provider's (Vultr `default_password`),
+    /// stored in the same write as the instance id.
+    pub sealed_password: Option<Vec<u8>>,
+    /// Where the provisioner is inside its current step, so a rescued job resumes.
+    #[serde(default)]
+    pub progress: AttemptProgress,
     /// When the intent was recorded.
     pub created_at: Timestamp,
     /// Last change.
@@ -76,12 +81,35 @@ impl InstanceRecord {
             instance_id: None,
             address: None,
             create_attempts: 0,
-            sealed_provider_password: None,
+            sealed_password: None,
+            progress: AttemptProgress::default(),
             created_at: now,
             updated_at: now,
             removed_at: None,
         }
     }
+}
+
+/// Progress inside a provisioning step, persisted with the instance record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AttemptProgress {
+    /// When the current create's outcome became unknown (grace period for lookups).
+    pub unknown_since: Option<Timestamp>,
+    /// Consecutive label lookups that found nothing since then.
+    pub lookup_misses: u32,
+    /// When the boot wait began.
+    pub boot_started_at: Option<Timestamp>,
+    /// When the provider was last asked about the machine.
+    pub provider_checked_at: Option<Timestamp>,
+    /// Provider polls while waiting for the machine.
+    pub provider_polls: u32,
+    /// RDP probes sent.
+    pub probes: u32,
+    /// Consecutive transient failures (drives the backoff).
+    pub failures: u32,
+    /// When the provider first reported the machine running.
+    pub running_since: Option<Timestamp>,
 }
 
 /// Login credentials of a delivered machine, with the password sealed (AEAD ciphertext).
@@ -245,6 +273,9 @@ pub struct Job {
     pub lease: Option<LeaseInfo>,
     /// Last error (secret-free).
     pub last_error: Option<String>,
+    /// A short secret-free note for the job (e.g. the reason for a suspension).
+    #[serde(default)]
+    pub note: Option<String>,
     /// When enqueued.
     pub created_at: Timestamp,
     /// Last change.
@@ -264,6 +295,7 @@ impl Job {
             attempt: 0,
             lease: None,
             last_error: None,
+            note: None,
             created_at: run_at,
             updated_at: run_at,
         }
@@ -273,6 +305,13 @@ impl Job {
     #[must_use]
     pub fn with_unique_key(mut self, key: impl Into<String>) -> Self {
         self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Sets the note.
+    #[must_use]
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
         self
     }
 

@@ -1,0 +1,1170 @@
+//! Job execution: the provisioning steps and the lifecycle operations.
+//!
+//! Every step follows the same rule: persist the intent, do the side effect, persist the
+//! result, each write fenced by the job's lease. A worker that loses its lease stops before
+//! its next side effect; a worker that dies leaves the lease to lapse and another worker
+//! resumes from the last persisted step.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use rand::Rng as _;
+use tracing::Instrument as _;
+
+use crate::{
+    bootstrap::{BootstrapSpec, ubuntu_cloud_config, windows_powershell},
+    clock::Timestamp,
+    cloud::{CloudProvider, Instance, InstanceSpec, InstanceStatus},
+    error::{Error, ErrorKind, Result},
+    ids::OrderId,
+    notify::NotificationKind,
+    order::{AttentionCode, AttentionReason, Order, OrderEvent, OrderState, ProvisionStep},
+    password::new_password,
+    plan::{OsKind, Plan},
+    store::{
+        Batch, ClaimRequest, ClaimedJob, InstanceRecord, JobKind, JobOutcome, Lease, OutboxEntry,
+        SealedCredentials,
+    },
+};
+
+use super::{Provisioner, Stage};
+
+/// Why an execution stopped without finishing its job.
+#[derive(Debug)]
+pub(crate) enum Halt {
+    /// The crash hook fired: behave like a killed process (write nothing more).
+    Crashed,
+    /// Our lease was taken over or a write conflicted: stop before any further side effect.
+    LeaseLost,
+    /// The store failed; the lease will lapse and the job be retried.
+    Store(Error),
+}
+
+impl From<Error> for Halt {
+    fn from(e: Error) -> Self {
+        if e.kind() == ErrorKind::Conflict {
+            Self::LeaseLost
+        } else {
+            Self::Store(e)
+        }
+    }
+}
+
+type StepResult<T> = std::result::Result<T, Halt>;
+
+/// What the provisioning loop does next.
+enum Next {
+    /// State moved on; keep going now.
+    Continue,
+    /// Come back later (the job is rescheduled and its lease released).
+    Wait,
+    /// Finished (active, needs attention, or nothing to do).
+    Finished,
+}
+
+const CREDENTIALS_FIELD: &str = "password";
+const ADMIN_PASSWORD_FIELD: &str = "admin_password";
+
+impl Provisioner {
+    /// Claims one batch of due jobs and runs them concurrently to their next wait. Returns how
+    /// many jobs ran.
+    pub async fn run_jobs_once(&self) -> Result<usize> {
+        let cfg = &self.inner.config;
+        let claimed = self
+            .inner
+            .store
+            .claim_jobs(&ClaimRequest {
+                owner: cfg.worker_id.clone(),
+                limit: cfg.claim_batch,
+                lease_for: cfg.lease_for,
+                now: self.now(),
+            })
+            .await?;
+        let n = claimed.len();
+        let mut running = tokio::task::JoinSet::new();
+        for job in claimed {
+            let p = self.clone();
+            let span = tracing::info_span!("job", order_id = %job.job.order_id, kind = job.job.kind.as_str(), attempt = job.job.attempt);
+            running.spawn(async move { p.execute(job).await }.instrument(span));
+        }
+        while let Some(done) = running.join_next().await {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+        Ok(n)
+    }
+
+    /// Runs one claimed job with a heartbeat beside it.
+    async fn execute(&self, claimed: ClaimedJob) {
+        let ClaimedJob { job, lease } = claimed;
+        let lease = Arc::new(tokio::sync::Mutex::new(lease));
+        let work = async {
+            match job.kind {
+                JobKind::Provision => self.provision(job.order_id, &lease, job.created_at).await,
+                kind => {
+                    self.lifecycle(kind, job.order_id, job.note.as_deref(), &lease)
+                        .await
+                }
+            }
+        };
+        let heartbeat = async {
+            let every = self.inner.config.lease_for / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                let mut held = lease.lock().await;
+                match self
+                    .inner
+                    .store
+                    .heartbeat(&held, self.inner.config.lease_for, self.now())
+                    .await
+                {
+                    Ok(renewed) => *held = renewed,
+                    Err(e) if e.kind() == ErrorKind::Conflict => return,
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            r = work => r,
+            () = heartbeat => Err(Halt::LeaseLost),
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(Halt::Crashed) => tracing::warn!("crash injected; leaving the lease to lapse"),
+            Err(Halt::LeaseLost) => tracing::info!("lease lost; another worker owns the job now"),
+            Err(Halt::Store(e)) => {
+                tracing::warn!(error = %e, "store failed; the job will be retried after its lease lapses")
+            }
+        }
+    }
+
+    async fn current_lease(lease: &tokio::sync::Mutex<Lease>) -> Lease {
+        lease.lock().await.clone()
+    }
+
+    /// Commits `batch` fenced by the lease, with crash points before and after.
+    async fn commit_step(
+        &self,
+        order_id: OrderId,
+        lease: &tokio::sync::Mutex<Lease>,
+        batch: Batch,
+        what: &'static str,
+    ) -> StepResult<()> {
+        if self.crash(order_id, what) {
+            return Err(Halt::Crashed);
+        }
+        let fence = Self::current_lease(lease).await;
+        self.inner
+            .store
+            .commit(batch.fenced(&fence), self.now())
+            .await?;
+        if self.crash(order_id, "after_commit") {
+            return Err(Halt::Crashed);
+        }
+        Ok(())
+    }
+
+    /// Calls a provider through the shared rate limiter, counting calls and 429s.
+    async fn call<T, F>(
+        &self,
+        provider: &Arc<dyn CloudProvider>,
+        op: &'static str,
+        f: F,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        if let Some(limiter) = self.inner.limiters.get(provider.name()) {
+            limiter.acquire().await;
+        }
+        metrics::counter!("nemordp_provider_api_calls_total", "provider" => provider.name(), "op" => op).increment(1);
+        let result = f.await;
+        if let Err(e) = &result
+            && e.kind() == ErrorKind::RateLimited
+        {
+            metrics::counter!("nemordp_provider_rate_limited_total", "provider" => provider.name())
+                .increment(1);
+            if let Some(limiter) = self.inner.limiters.get(provider.name()) {
+                limiter.back_off(e.retry_after().unwrap_or(Duration::from_secs(1)));
+            }
+        }
+        result
+    }
+
+    fn backoff(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
+        let cfg = &self.inner.config;
+        let exp = cfg
+            .retry_initial
+            .saturating_mul(1u32 << failures.min(16))
+            .min(cfg.retry_max);
+        // Full jitter over the upper half keeps a herd of orders from retrying in step.
+        let half = exp / 2;
+        let jitter = rand::rng().random_range(0..=half.as_millis().try_into().unwrap_or(u64::MAX));
+        (half + Duration::from_millis(jitter)).max(retry_after.unwrap_or_default())
+    }
+
+    async fn reschedule(
+        &self,
+        order_id: OrderId,
+        lease: &tokio::sync::Mutex<Lease>,
+        batch: Batch,
+        at: Timestamp,
+        error: Option<String>,
+    ) -> StepResult<()> {
+        self.commit_step(
+            order_id,
+            lease,
+            batch.finish(JobOutcome::Retry { run_at: at, error }),
+            "before_commit:reschedule",
+        )
+        .await
+    }
+
+    async fn escalate(
+        &self,
+        order: &Order,
+        lease: &tokio::sync::Mutex<Lease>,
+        reason: AttentionReason,
+    ) -> StepResult<()> {
+        let now = self.now();
+        let next = order.transition(
+            &OrderEvent::Escalate {
+                reason: reason.clone(),
+            },
+            now,
+        )?;
+        tracing::error!(order_id = %order.id, code = ?reason.code, message = %reason.message, "order needs attention");
+        let batch = Batch::new()
+            .update_order(next)
+            .notify(OutboxEntry::new(
+                order.id,
+                NotificationKind::Failed {
+                    reason: reason.clone(),
+                },
+                now,
+            ))
+            .finish(JobOutcome::Failed {
+                error: reason.message.clone(),
+            });
+        self.commit_step(order.id, lease, batch, "before_commit:escalate")
+            .await?;
+        metrics::counter!("nemordp_needs_attention_total", "code" => format!("{:?}", reason.code))
+            .increment(1);
+        metrics::counter!("nemordp_provisions_total", "outcome" => "needs_attention").increment(1);
+        self.emit(order.id, Stage::NeedsAttention, 0, reason.message);
+        self.inner.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// A transient provider failure: retry with backoff unless the order's deadline passed.
+    async fn transient(
+        &self,
+        order: &Order,
+        record: &InstanceRecord,
+        lease: &tokio::sync::Mutex<Lease>,
+        err: &Error,
+    ) -> StepResult<()> {
+        let now = self.now();
+        if now.duration_since(record.created_at) >= self.inner.config.order_deadline {
+            let reason = AttentionReason::new(
+                AttentionCode::ProviderOutage,
+                format!("provider kept failing past the order deadline: {err}"),
+            );
+            return self.escalate(order, lease, reason).await;
+        }
+        let mut next = record.clone();
+        next.progress.failures += 1;
+        let wait = self.backoff(next.progress.failures, err.retry_after());
+        metrics::counter!("nemordp_provision_retries_total", "provider" => record.provider.clone())
+            .increment(1);
+        tracing::warn!(error = %err, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "transient provider failure; retrying");
+        self.reschedule(
+            order.id,
+            lease,
+            Batch::new().put_instance(next),
+            now.saturating_add(wait),
+            Some(err.to_string()),
+        )
+        .await
+    }
+
+    fn step(&self, order: &Order, event: &OrderEvent) -> Result<Order> {
+        order.transition(event, self.now())
+    }
+
+    /// Drives a paid order through its steps until it has to wait or is done.
+    async fn provision(
+        &self,
+        order_id: OrderId,
+        lease: &tokio::sync::Mutex<Lease>,
+        paid_at: Timestamp,
+    ) -> StepResult<()> {
+        let store = self.inner.store.clone();
+        loop {
+            let Some(mut order) = store.get_order(order_id).await? else {
+                return self
+                    .reschedule(order_id, lease, Batch::new(), self.now(), None)
+                    .await
+                    .and(Ok(()));
+            };
+            let next = match order.state.clone() {
+                OrderState::Paid => self.record_intent(&mut order, lease).await?,
+                OrderState::Provisioning { step } => {
+                    let Ok(plan) = self.plan(&order.plan_id).cloned() else {
+                        let reason = AttentionReason::new(
+                            AttentionCode::Other,
+                            format!("plan {} is no longer in the catalog", order.plan_id),
+                        );
+                        self.escalate(&order, lease, reason).await?;
+                        return Ok(());
+                    };
+                    let record = store.get_instance(order_id).await?;
+                    let Some(record) = record else {
+                        // Intent is written with the step, so this is a corrupt history.
+                        let reason = AttentionReason::new(
+                            AttentionCode::Other,
+                            "provisioning without an instance record",
+                        );
+                        self.escalate(&order, lease, reason).await?;
+                        return Ok(());
+                    };
+                    match step {
+                        ProvisionStep::IntentRecorded => {
+                            self.lookup_or_create(&mut order, &plan, record, lease)
+                                .await?
+                        }
+                        ProvisionStep::CreateUnknown => {
+                            self.resolve_unknown(&mut order, record, lease).await?
+                        }
+                        ProvisionStep::Created => {
+                            let mut rec = record;
+                            rec.progress.boot_started_at = Some(self.now());
+                            rec.progress.failures = 0;
+                            let next = self.step(
+                                &order,
+                                &OrderEvent::StepReached {
+                                    step: ProvisionStep::Booting,
+                                },
+                            )?;
+                            self.commit_step(
+                                order_id,
+                                lease,
+                                Batch::new().update_order(next).put_instance(rec),
+                                "before_commit:booting",
+                            )
+                            .await?;
+                            self.emit(
+                                order_id,
+                                Stage::Booting,
+                                40,
+                                format!("{} is installing", plan.os),
+                            );
+                            Next::Continue
+                        }
+                        ProvisionStep::Booting => {
+                            self.wait_for_boot(&mut order, &plan, record, lease).await?
+                        }
+                        ProvisionStep::Ready => {
+                            self.activate(&order, lease, paid_at).await?;
+                            Next::Finished
+                        }
+                    }
+                }
+                // Terminated, expired, active, suspended, needs attention, unpaid: nothing to do.
+                _ => {
+                    self.commit_step(
+                        order_id,
+                        lease,
+                        Batch::new().finish(JobOutcome::Done),
+                        "before_commit:done",
+                    )
+                    .await?;
+                    Next::Finished
+                }
+            };
+            match next {
+                Next::Continue => {}
+                Next::Wait | Next::Finished => return Ok(()),
+            }
+        }
+    }
+
+    async fn record_intent(
+        &self,
+        order: &mut Order,
+        lease: &tokio::sync::Mutex<Lease>,
+    ) -> StepResult<Next> {
+        let now = self.now();
+        let plan = self.plan(&order.plan_id).map_err(Halt::Store)?.clone();
+        let record = match self.inner.store.get_instance(order.id).await? {
+            // An operator retry keeps the machine we may already have.
+            Some(existing) => existing,
+            None => InstanceRecord::intent(
+                order.id,
+                plan.provider.clone(),
+                plan.region.clone(),
+                plan.size.clone(),
+                plan.image.clone().unwrap_or_default(),
+                now,
+            ),
+        };
+        let next = self.step(
+            order,
+            &OrderEvent::StepReached {
+                step: ProvisionStep::IntentRecorded,
+            },
+        )?;
+        let batch = Batch::new()
+            .update_order(next)
+            .put_instance(record)
+            .notify(OutboxEntry::new(
+                order.id,
+                NotificationKind::ProvisioningStarted,
+                now,
+            ));
+        self.commit_step(order.id, lease, batch, "before_commit:intent")
+            .await?;
+        self.emit(order.id, Stage::Preparing, 10, "provisioning started");
+        self.inner.outbox_wake.notify_one();
+        Ok(Next::Continue)
+    }
+
+    /// Adopts a machine carrying the order's label if there is one; otherwise creates one.
+    async fn lookup_or_create(
+        &self,
+        order: &mut Order,
+        plan: &Plan,
+        record: InstanceRecord,
+        lease: &tokio::sync::Mutex<Lease>,
+    ) -> StepResult<Next> {
+        let provider = self.provider(&plan.provider).map_err(Halt::Store)?.clone();
+        if record.instance_id.is_some() {
+            return self.adopted(order, record, None, lease).await;
+        }
+        match self
+            .call(
+                &provider,
+                "find_by_label",
+                provider.find_by_label(&record.label),
+            )
+            .await
+        {
+            Ok(found) if found.len() == 1 => {
+                return self
+                    .adopted(order, record, found.into_iter().next(), lease)
+                    .await;
+            }
+            Ok(found) if found.len() > 1 => {
+                let reason = AttentionReason::new(
+                    AttentionCode::DuplicateInstances,
+                    format!("{} machines carry label {}", found.len(), record.label),
+                );
+                self.escalate(order, lease, reason).await?;
+                return Ok(Next::Finished);
+            }
+            Ok(_) => {}
+            Err(e) if e.is_retryable() => {
+                self.transient(order, &record, lease, &e).await?;
+                return Ok(Next::Wait);
+            }
+            Err(e) => return self.rejected(order, lease, &e).await,
+        }
+        let image = match self
+            .call(
+                &provider,
+                "resolve_image",
+                provider.resolve_image(plan.os, plan.image.as_deref()),
+            )
+            .await
+        {
+            Ok(i) => i,
+            Err(e) if e.is_retryable() => {
+                self.transient(order, &record, lease, &e).await?;
+                return Ok(Next::Wait);
+            }
+            Err(e) => return self.rejected(order, lease, &e).await,
+        };
+        let caps = provider.capabilities();
+        let username = plan.os.default_username();
+        // Our own password, sealed and stored *before* the create, so a crash right after the
+        // create still knows it. It reaches the machine through the bootstrap script or the
+        // provider's own password parameter.
+        let mut rec = record;
+        let ours_delivered = caps.user_data || caps.password_from_us;
+        let password = if ours_delivered {
+            let pw = match rec.sealed_password.as_ref() {
+                Some(blob) => self
+                    .inner
+                    .sealer
+                    .open(order.id, ADMIN_PASSWORD_FIELD, blob)?,
+                None => new_password(username)?,
+            };
+            rec.sealed_password = Some(self.inner.sealer.seal(
+                order.id,
+                ADMIN_PASSWORD_FIELD,
+                &pw,
+            )?);
+            Some(pw)
+        } else {
+            None
+        };
+        let now = self.now();
+        rec.create_attempts += 1;
+        rec.image.clone_from(&image.id);
+        rec.progress.unknown_since = Some(now);
+        rec.progress.lookup_misses = 0;
+        rec.progress.failures = 0;
+        rec.updated_at = now;
+        let unknown = self.step(
+            order,
+            &OrderEvent::StepReached {
+                step: ProvisionStep::CreateUnknown,
+            },
+        )?;
+        // Persisted before the side effect: from here a crash resolves by label lookups.
+        self.commit_step(
+            order.id,
+            lease,
+            Batch::new()
+                .update_order(unknown.clone())
+                .put_instance(rec.clone()),
+            "before_commit:create_unknown",
+        )
+        .await?;
+        let mut order_now = unknown;
+        order_now.version += 1;
+
+        let mut spec = InstanceSpec::new(
+            rec.label.clone(),
+            plan.region.clone(),
+            plan.size.clone(),
+            image,
+        )
+        .with_hostname(format!(
+            "rdp-{}",
+            &order.id.as_uuid().simple().to_string()[..12]
+        ))
+        .with_tag(format!("nemordp-order:{}", order.id));
+        if caps.user_data {
+            let mut boot = BootstrapSpec::new(spec.hostname.clone(), username)
+                .with_packages(plan.packages.clone());
+            if let Some(pw) = &password {
+                boot = boot.with_password(pw.clone());
+            }
+            if let Some(ip) = order.customer.ip {
+                boot = boot.with_rdp_source(ip);
+            }
+            let script = match plan.os {
+                OsKind::WindowsServer => windows_powershell(&boot)?,
+                _ => ubuntu_cloud_config(&boot)?,
+            };
+            spec = spec.with_user_data(script);
+        }
+        if caps.password_from_us
+            && let Some(pw) = &password
+        {
+            spec = spec.with_admin_password(pw.clone());
+        }
+        if let Some(ip) = order.customer.ip {
+            spec = spec.with_rdp_source(ip);
+        }
+        if self.crash(order.id, "before_create") {
+            return Err(Halt::Crashed);
+        }
+        self.emit(order.id, Stage::Creating, 20, "creating the machine");
+        // Never retried here: an unknown outcome is resolved by label lookups.
+        let result = self
+            .call(
+                &provider,
+                "create_instance",
+                provider.create_instance(&spec),
+            )
+            .await;
+        if self.crash(order.id, "after_create") {
+            return Err(Halt::Crashed);
+        }
+        match result {
+            Ok(instance) => {
+                self.adopted(&mut order_now, rec, Some(instance), lease)
+                    .await
+            }
+            Err(e) if e.kind() == ErrorKind::RateLimited => {
+                // 429: provably not processed, so the create may be sent again.
+                rec.create_attempts = rec.create_attempts.saturating_sub(1);
+                rec.progress.unknown_since = None;
+                let back = self.step(
+                    &order_now,
+                    &OrderEvent::StepReached {
+                        step: ProvisionStep::IntentRecorded,
+                    },
+                )?;
+                let at = self.now().saturating_add(self.backoff(0, e.retry_after()));
+                self.reschedule(
+                    order.id,
+                    lease,
+                    Batch::new().update_order(back).put_instance(rec),
+                    at,
+                    Some(e.to_string()),
+                )
+                .await?;
+                Ok(Next::Wait)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Ambiguous | ErrorKind::Unavailable | ErrorKind::Unexpected
+                ) =>
+            {
+                tracing::warn!(error = %e, "create outcome unknown; resolving by label");
+                self.emit(
+                    order.id,
+                    Stage::Reconciling,
+                    25,
+                    "create outcome unknown; looking the machine up",
+                );
+                let at = self.now().saturating_add(self.inner.config.lookup_interval);
+                self.reschedule(order.id, lease, Batch::new(), at, Some(e.to_string()))
+                    .await?;
+                Ok(Next::Wait)
+            }
+            Err(e) => self.rejected(&order_now, lease, &e).await,
+        }
+    }
+
+    async fn rejected(
+        &self,
+        order: &Order,
+        lease: &tokio::sync::Mutex<Lease>,
+        e: &Error,
+    ) -> StepResult<Next> {
+        let code = match e.kind() {
+            ErrorKind::Unauthenticated | ErrorKind::PermissionDenied => {
+                AttentionCode::ProviderAccount
+            }
+            _ => AttentionCode::ProviderRejected,
+        };
+        self.escalate(order, lease, AttentionReason::new(code, e.to_string()))
+            .await?;
+        Ok(Next::Finished)
+    }
+
+    /// Stores a found or created machine (id, address, and the provider's password where ours
+    /// is not used) in one write, and moves to `created`.
+    async fn adopted(
+        &self,
+        order: &mut Order,
+        mut rec: InstanceRecord,
+        instance: Option<Instance>,
+        lease: &tokio::sync::Mutex<Lease>,
+    ) -> StepResult<Next> {
+        let now = self.now();
+        if let Some(inst) = instance {
+            if rec.sealed_password.is_none()
+                && let Some(pw) = &inst.admin_password
+            {
+                rec.sealed_password =
+                    Some(self.inner.sealer.seal(order.id, ADMIN_PASSWORD_FIELD, pw)?);
+            }
+            rec.instance_id = Some(inst.id);
+            rec.address = inst.address.filter(|a| !a.is_unspecified());
+        }
+        rec.progress.unknown_since = None;
+        rec.progress.lookup_misses = 0;
+        rec.progress.failures = 0;
+        rec.updated_at = now;
+        let next = self.step(
+            order,
+            &OrderEvent::StepReached {
+                step: ProvisionStep::Created,
+            },
+        )?;
+        self.commit_step(
+            order.id,
+            lease,
+            Batch::new().update_order(next).put_instance(rec),
+            "before_commit:created",
+        )
+        .await?;
+        self.emit(order.id, Stage::Created, 30, "machine created");
+        Ok(Next::Continue)
+    }
+
+    /// A create whose outcome is unknown: look the label up; only repeated misses over the
+    /// grace period allow another create.
+    async fn resolve_unknown(
+        &self,
+        order: &mut Order,
+        mut rec: InstanceRecord,
+        lease: &tokio::sync::Mutex<Lease>,
+    ) -> StepResult<Next> {
+        let provider = self.provider(&rec.provider).map_err(Halt::Store)?.clone();
+        if rec.instance_id.is_some() {
+            return self.adopted(order, rec, None, lease).await;
+        }
+        match self
+            .call(
+                &provider,
+                "find_by_label",
+                provider.find_by_label(&rec.label),
+            )
+            .await
+        {
+            Ok(found) if found.len() == 1 => {
+                self.adopted(order, rec, found.into_iter().next(), lease)
+                    .await
+            }
+            Ok(found) if found.len() > 1 => {
+                let reason = AttentionReason::new(
+                    AttentionCode::DuplicateInstances,
+                    format!("{} machines carry label {}", found.len(), rec.label),
+                );
+                self.escalate(order, lease, reason).await?;
+                Ok(Next::Finished)
+            }
+            Ok(_) => {
+                let now = self.now();
+                rec.progress.lookup_misses += 1;
+                let since = *rec.progress.unknown_since.get_or_insert(now);
+                let cfg = &self.inner.config;
+                if rec.progress.lookup_misses >= cfg.create_grace_misses
+                    && now.duration_since(since) >= cfg.create_grace
+                {
+                    tracing::info!(
+                        misses = rec.progress.lookup_misses,
+                        "create never landed; it may be sent again"
+                    );
+                    rec.progress.unknown_since = None;
+                    rec.progress.lookup_misses = 0;
+                    let back = self.step(
+                        order,
+                        &OrderEvent::StepReached {
+                            step: ProvisionStep::IntentRecorded,
+                        },
+                    )?;
+                    self.commit_step(
+                        order.id,
+                        lease,
+                        Batch::new().update_order(back).put_instance(rec),
+                        "before_commit:recreate",
+                    )
+                    .await?;
+                    Ok(Next::Continue)
+                } else {
+                    let at = now.saturating_add(cfg.lookup_interval);
+                    self.reschedule(order.id, lease, Batch::new().put_instance(rec), at, None)
+                        .await?;
+                    Ok(Next::Wait)
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                self.transient(order, &rec, lease, &e).await?;
+                Ok(Next::Wait)
+            }
+            Err(e) => self.rejected(order, lease, &e).await,
+        }
+    }
+
+    /// Waits for the provider to report the machine running with an address, then for RDP to
+    /// answer. Provider polls back off (a Windows boot takes 30+ minutes); RDP probes are
+    /// frequent and cost no provider calls.
+    async fn wait_for_boot(
+        &self,
+        order: &mut Order,
+        plan: &Plan,
+        mut rec: InstanceRecord,
+        lease: &tokio::sync::Mutex<Lease>,
+    ) -> StepResult<Next> {
+        let provider = self.provider(&rec.provider).map_err(Halt::Store)?.clone();
+        let cfg = &self.inner.config;
+        let now = self.now();
+        let started = *rec.progress.boot_started_at.get_or_insert(now);
+        let deadline = started.saturating_add(plan.boot_deadline());
+        let Some(id) = rec.instance_id.clone() else {
+            let reason =
+                AttentionReason::new(AttentionCode::Other, "booting without an instance id");
+            self.escalate(order, lease, reason).await?;
+            return Ok(Next::Finished);
+        };
+        let poll_gap = cfg
+            .provider_poll_initial
+            .saturating_mul(1u32 << rec.progress.provider_polls.min(8))
+            .min(cfg.provider_poll_max);
+        let poll_due = rec
+            .progress
+            .provider_checked_at
+            .is_none_or(|t| now.duration_since(t) >= poll_gap)
+            && now.duration_since(started)
+                >= cfg.provider_poll_initial.min(plan.boot_deadline() / 4);
+        if poll_due {
+            match self
+                .call(&provider, "get_instance", provider.get_instance(&id))
+                .await
+            {
+                Ok(inst) => {
+                    rec.progress.provider_checked_at = Some(now);
+                    rec.progress.provider_polls += 1;
+                    rec.progress.failures = 0;
+                    if let Some(a) = inst.address.filter(|a| !a.is_unspecified()) {
+                        if rec.address.is_none() {
+                            self.emit(
+                                order.id,
+                                Stage::WaitingForRdp,
+                                60,
+                                "address assigned; waiting for RDP",
+                            );
+                        }
+                        rec.address = Some(a);
+                    }
+                    match inst.status {
+                        InstanceStatus::Running => {
+                            rec.progress.running_since.get_or_insert(now);
+                        }
+                        InstanceStatus::Failed(msg) => {
+                            self.escalate(
+                                order,
+                                lease,
+                                AttentionReason::new(
+                                    AttentionCode::ProviderRejected,
+                                    format!("provider failed the machine: {msg}"),
+                                ),
+                            )
+                            .await?;
+                            return Ok(Next::Finished);
+                        }
+                        InstanceStatus::AccountHold(msg) => {
+                            self.escalate(
+                                order,
+                                lease,
+                                AttentionReason::new(
+                                    AttentionCode::ProviderAccount,
+                                    format!("provider account needs action: {msg}"),
+                                ),
+                            )
+                            .await?;
+                            return Ok(Next::Finished);
+                        }
+                        InstanceStatus::Terminated => {
+                            self.escalate(
+                                order,
+                                lease,
+                                AttentionReason::new(
+                                    AttentionCode::InstanceLost,
+                                    "the machine was removed while booting",
+                                ),
+                            )
+                            .await?;
+                            return Ok(Next::Finished);
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    self.escalate(
+                        order,
+                        lease,
+                        AttentionReason::new(
+                            AttentionCode::InstanceLost,
+                            format!("machine {id} disappeared while booting"),
+                        ),
+                    )
+                    .await?;
+                    return Ok(Next::Finished);
+                }
+                Err(e) if e.is_retryable() => {
+                    self.transient(order, &rec, lease, &e).await?;
+                    return Ok(Next::Wait);
+                }
+                Err(e) => return self.rejected(order, lease, &e).await,
+            }
+        }
+        if let (Some(addr), Some(_)) = (rec.address, rec.progress.running_since) {
+            rec.progress.probes += 1;
+            let outcome = self
+                .inner
+                .probe
+                .probe(SocketAddr::new(addr, cfg.rdp_port))
+                .await;
+            if outcome.is_ready() {
+                return self.deliver(order, plan, rec, lease).await;
+            }
+        }
+        if now >= deadline {
+            let reason = AttentionReason::new(
+                AttentionCode::BootDeadline,
+                format!(
+                    "not reachable over RDP {} minutes after create ({} provider polls, {} probes)",
+                    plan.boot_deadline().as_secs() / 60,
+                    rec.progress.provider_polls,
+                    rec.progress.probes
+                ),
+            );
+            self.escalate(order, lease, reason).await?;
+            return Ok(Next::Finished);
+        }
+        let wait = if rec.progress.running_since.is_some() && rec.address.is_some() {
+            cfg.probe_interval
+        } else {
+            let since_check = rec
+                .progress
+                .provider_checked_at
+                .map_or(Duration::ZERO, |t| now.duration_since(t));
+            let first = cfg
+                .provider_poll_initial
+                .min(plan.boot_deadline() / 4)
+                .saturating_sub(now.duration_since(started));
+            if rec.progress.provider_checked_at.is_none() {
+                first
+            } else {
+                poll_gap.saturating_sub(since_check)
+            }
+        };
+        let at = now
+            .saturating_add(wait.max(Duration::from_millis(1)))
+            .min(deadline.max(now));
+        self.reschedule(order.id, lease, Batch::new().put_instance(rec), at, None)
+            .await?;
+        Ok(Next::Wait)
+    }
+
+    /// RDP answers: seal the customer's credentials, queue the ready notification, and mark
+    /// the order ready, in one write; then activate.
+    async fn deliver(
+        &self,
+        order: &mut Order,
+        plan: &Plan,
+        rec: InstanceRecord,
+        lease: &tokio::sync::Mutex<Lease>,
+    ) -> StepResult<Next> {
+        let now = self.now();
+        let Some(blob) = rec.sealed_password.as_ref() else {
+            let reason = AttentionReason::new(
+                AttentionCode::Other,
+                "the machine's password was never received (provider returned none and ours was not used)",
+            );
+            self.escalate(order, lease, reason).await?;
+            return Ok(Next::Finished);
+        };
+        let password = self
+            .inner
+            .sealer
+            .open(order.id, ADMIN_PASSWORD_FIELD, blob)?;
+        let sealed = self
+            .inner
+            .sealer
+            .seal(order.id, CREDENTIALS_FIELD, &password)?;
+        let creds = SealedCredentials::new(
+            order.id,
+            plan.os.default_username(),
+            self.inner.sealer.current_key_id(),
+            sealed,
+            now,
+        );
+        let ready = self.step(
+            order,
+            &OrderEvent::StepReached {
+                step: ProvisionStep::Ready,
+            },
+        )?;
+        let batch = Batch::new()
+            .update_order(ready.clone())
+            .put_instance(rec)
+            .put_credentials(creds)
+            .notify(OutboxEntry::new(order.id, NotificationKind::Ready, now));
+        self.commit_step(order.id, lease, batch, "before_commit:ready")
+            .await?;
+        self.inner.outbox_wake.notify_one();
+        self.emit(
+            order.id,
+            Stage::Ready,
+            90,
+            "RDP is answering; credentials sealed",
+        );
+        Ok(Next::Continue)
+    }
+
+    async fn activate(
+        &self,
+        order: &Order,
+        lease: &tokio::sync::Mutex<Lease>,
+        paid_at: Timestamp,
+    ) -> StepResult<()> {
+        let now = self.now();
+        let next = order.transition(&OrderEvent::Activated, now)?;
+        self.commit_step(
+            order.id,
+            lease,
+            Batch::new().update_order(next).finish(JobOutcome::Done),
+            "before_commit:active",
+        )
+        .await?;
+        metrics::counter!("nemordp_provisions_total", "outcome" => "active").increment(1);
+        #[allow(clippy::cast_precision_loss)] // seconds for a histogram, not money
+        metrics::histogram!("nemordp_paid_to_active_seconds")
+            .record(now.duration_since(paid_at).as_millis() as f64 / 1000.0);
+        self.emit(order.id, Stage::Active, 100, "delivered");
+        Ok(())
+    }
+
+    /// Restart, stop, start, suspend, unsuspend, terminate: converge on the asked state,
+    /// retrying transient failures; a missing machine counts as terminated.
+    async fn lifecycle(
+        &self,
+        kind: JobKind,
+        order_id: OrderId,
+        note: Option<&str>,
+        lease: &tokio::sync::Mutex<Lease>,
+    ) -> StepResult<()> {
+        let store = self.inner.store.clone();
+        let now = self.now();
+        let Some(order) = store.get_order(order_id).await? else {
+            return self
+                .commit_step(
+                    order_id,
+                    lease,
+                    Batch::new().finish(JobOutcome::Failed {
+                        error: "order not found".into(),
+                    }),
+                    "before_commit:done",
+                )
+                .await;
+        };
+        let record = store.get_instance(order_id).await?;
+        let provider = match record.as_ref().map(|r| self.provider(&r.provider)) {
+            Some(Ok(p)) => Some(p.clone()),
+            Some(Err(e)) => return Err(Halt::Store(e)),
+            None => None,
+        };
+        let retry = |e: &Error, failures: u32| {
+            (
+                self.now()
+                    .saturating_add(self.backoff(failures, e.retry_after())),
+                e.to_string(),
+            )
+        };
+        let failures = store
+            .get_job(Self::current_lease(lease).await.job_id)
+            .await?
+            .map_or(0, |j| j.attempt);
+        let (Some(provider), Some(rec)) = (provider, record) else {
+            // No machine was ever recorded: only the state change matters.
+            let mut batch = Batch::new().finish(JobOutcome::Done);
+            if kind == JobKind::Terminate {
+                batch = batch.notify(OutboxEntry::new(
+                    order_id,
+                    NotificationKind::Terminated,
+                    now,
+                ));
+            }
+            return self
+                .commit_step(order_id, lease, batch, "before_commit:done")
+                .await;
+        };
+        let id = rec.instance_id.clone();
+        let result: Result<Batch> = async {
+            match kind {
+                JobKind::Terminate => {
+                    if let Some(id) = &id {
+                        self.call(&provider, "delete_instance", provider.delete_instance(id))
+                            .await?;
+                    }
+                    // A create may have landed without us hearing: remove anything with the label.
+                    for inst in self
+                        .call(
+                            &provider,
+                            "find_by_label",
+                            provider.find_by_label(&rec.label),
+                        )
+                        .await?
+                    {
+                        self.call(
+                            &provider,
+                            "delete_instance",
+                            provider.delete_instance(&inst.id),
+                        )
+                        .await?;
+                    }
+                    let mut r = rec.clone();
+                    r.removed_at = Some(now);
+                    Ok(Batch::new().put_instance(r).notify(OutboxEntry::new(
+                        order_id,
+                        NotificationKind::Terminated,
+                        now,
+                    )))
+                }
+                JobKind::Restart
+                | JobKind::Stop
+                | JobKind::Start
+                | JobKind::Suspend
+                | JobKind::Unsuspend => {
+                    let Some(id) = &id else {
+                        return Err(Error::invalid_input("no machine to operate on"));
+                    };
+                    match kind {
+                        JobKind::Restart => {
+                            self.call(&provider, "reboot", provider.reboot(id)).await?
+                        }
+                        JobKind::Stop | JobKind::Suspend => {
+                            self.call(&provider, "stop", provider.stop(id)).await?
+                        }
+                        _ => self.call(&provider, "start", provider.start(id)).await?,
+                    }
+                    let mut batch = Batch::new();
+                    if kind == JobKind::Suspend && order.state == OrderState::Active {
+                        batch = batch
+                            .update_order(order.transition(&OrderEvent::Suspend, now)?)
+                            .notify(OutboxEntry::new(
+                                order_id,
+                                NotificationKind::Suspended {
+                                    reason: note.unwrap_or("suspended by the host").to_owned(),
+                                },
+                                now,
+                            ));
+                    }
+                    if kind == JobKind::Unsuspend && order.state == OrderState::Suspended {
+                        batch = batch.update_order(order.transition(&OrderEvent::Unsuspend, now)?);
+                    }
+                    Ok(batch)
+                }
+                JobKind::Provision => Ok(Batch::new()),
+            }
+        }
+        .await;
+        match result {
+            Ok(batch) => {
+                self.commit_step(
+                    order_id,
+                    lease,
+                    batch.finish(JobOutcome::Done),
+                    "before_commit:lifecycle",
+                )
+                .await?;
+                self.emit(
+                    order_id,
+                    Stage::Lifecycle,
+                    100,
+                    format!("{} done", kind.as_str()),
+                );
+                self.inner.outbox_wake.notify_one();
+                Ok(())
+            }
+            Err(e) if e.is_retryable() || e.kind() == ErrorKind::Ambiguous => {
+                let (at, msg) = retry(&e, failures);
+                self.reschedule(order_id, lease, Batch::new(), at, Some(msg))
+                    .await
+            }
+            Err(e) => {
+                self.commit_step(
+                    order_id,
+                    lease,
+                    Batch::new().finish(JobOutcome::Failed {
+                        error: e.to_string(),
+                    }),
+                    "before_commit:failed",
+                )
+                .await
+            }
+        }
+    }
+}
