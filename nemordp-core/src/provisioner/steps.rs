@@ -766,9 +766,10 @@ impl Provisioner {
         }
     }
 
-    /// Waits for the provider to report the machine running with an address, then for RDP to
-    /// answer. Provider polls back off (a Windows boot takes 30+ minutes); RDP probes are
-    /// frequent and cost no provider calls.
+    /// Waits for the machine: provider polls back off (a Windows boot takes 30+ minutes) and
+    /// mostly serve to learn the address and catch failures; once an address is known, RDP is
+    /// probed every few seconds (no provider calls), and the first answer is confirmed with
+    /// one provider read.
     async fn wait_for_boot(
         &self,
         order: &mut Order,
@@ -787,99 +788,23 @@ impl Provisioner {
             self.escalate(order, lease, reason).await?;
             return Ok(Next::Finished);
         };
+        let first_poll = cfg.provider_poll_initial.min(plan.boot_deadline() / 4);
         let poll_gap = cfg
             .provider_poll_initial
             .saturating_mul(1u32 << rec.progress.provider_polls.min(8))
             .min(cfg.provider_poll_max);
-        let poll_due = rec
-            .progress
-            .provider_checked_at
-            .is_none_or(|t| now.duration_since(t) >= poll_gap)
-            && now.duration_since(started)
-                >= cfg.provider_poll_initial.min(plan.boot_deadline() / 4);
-        if poll_due {
-            match self
-                .call(&provider, "get_instance", provider.get_instance(&id))
-                .await
-            {
-                Ok(inst) => {
-                    rec.progress.provider_checked_at = Some(now);
-                    rec.progress.provider_polls += 1;
-                    rec.progress.failures = 0;
-                    if let Some(a) = inst.address.filter(|a| !a.is_unspecified()) {
-                        if rec.address.is_none() {
-                            self.emit(
-                                order.id,
-                                Stage::WaitingForRdp,
-                                60,
-                                "address assigned; waiting for RDP",
-                            );
-                        }
-                        rec.address = Some(a);
-                    }
-                    match inst.status {
-                        InstanceStatus::Running => {
-                            rec.progress.running_since.get_or_insert(now);
-                        }
-                        InstanceStatus::Failed(msg) => {
-                            self.escalate(
-                                order,
-                                lease,
-                                AttentionReason::new(
-                                    AttentionCode::ProviderRejected,
-                                    format!("provider failed the machine: {msg}"),
-                                ),
-                            )
-                            .await?;
-                            return Ok(Next::Finished);
-                        }
-                        InstanceStatus::AccountHold(msg) => {
-                            self.escalate(
-                                order,
-                                lease,
-                                AttentionReason::new(
-                                    AttentionCode::ProviderAccount,
-                                    format!("provider account needs action: {msg}"),
-                                ),
-                            )
-                            .await?;
-                            return Ok(Next::Finished);
-                        }
-                        InstanceStatus::Terminated => {
-                            self.escalate(
-                                order,
-                                lease,
-                                AttentionReason::new(
-                                    AttentionCode::InstanceLost,
-                                    "the machine was removed while booting",
-                                ),
-                            )
-                            .await?;
-                            return Ok(Next::Finished);
-                        }
-                        _ => {}
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    self.escalate(
-                        order,
-                        lease,
-                        AttentionReason::new(
-                            AttentionCode::InstanceLost,
-                            format!("machine {id} disappeared while booting"),
-                        ),
-                    )
-                    .await?;
-                    return Ok(Next::Finished);
-                }
-                Err(e) if e.is_retryable() => {
-                    self.transient(order, &rec, lease, &e).await?;
-                    return Ok(Next::Wait);
-                }
-                Err(e) => return self.rejected(order, lease, &e).await,
-            }
+        let poll_due = match rec.progress.provider_checked_at {
+            None => now.duration_since(started) >= first_poll,
+            Some(t) => now.duration_since(t) >= poll_gap,
+        };
+        if poll_due
+            && let Some(next) = self
+                .poll_booting(order, &provider, &id, &mut rec, lease)
+                .await?
+        {
+            return Ok(next);
         }
-        if let (Some(addr), Some(_)) = (rec.address, rec.progress.running_since) {
+        if let Some(addr) = rec.address {
             rec.progress.probes += 1;
             let outcome = self
                 .inner
@@ -887,7 +812,16 @@ impl Provisioner {
                 .probe(SocketAddr::new(addr, cfg.rdp_port))
                 .await;
             if outcome.is_ready() {
-                return self.deliver(order, plan, rec, lease).await;
+                if rec.progress.running_since.is_none()
+                    && let Some(next) = self
+                        .poll_booting(order, &provider, &id, &mut rec, lease)
+                        .await?
+                {
+                    return Ok(next);
+                }
+                if rec.progress.running_since.is_some() {
+                    return self.deliver(order, plan, rec, lease).await;
+                }
             }
         }
         if now >= deadline {
@@ -903,29 +837,90 @@ impl Provisioner {
             self.escalate(order, lease, reason).await?;
             return Ok(Next::Finished);
         }
-        let wait = if rec.progress.running_since.is_some() && rec.address.is_some() {
-            cfg.probe_interval
-        } else {
-            let since_check = rec
-                .progress
-                .provider_checked_at
-                .map_or(Duration::ZERO, |t| now.duration_since(t));
-            let first = cfg
-                .provider_poll_initial
-                .min(plan.boot_deadline() / 4)
-                .saturating_sub(now.duration_since(started));
-            if rec.progress.provider_checked_at.is_none() {
-                first
-            } else {
-                poll_gap.saturating_sub(since_check)
-            }
+        let next_poll = match rec.progress.provider_checked_at {
+            None => started.saturating_add(first_poll),
+            Some(t) => t.saturating_add(poll_gap),
         };
-        let at = now
-            .saturating_add(wait.max(Duration::from_millis(1)))
+        let at = if rec.address.is_some() {
+            now.saturating_add(cfg.probe_interval)
+                .min(next_poll.max(now))
+        } else {
+            next_poll
+        };
+        let at = at
+            .max(now.saturating_add(Duration::from_millis(1)))
             .min(deadline.max(now));
         self.reschedule(order.id, lease, Batch::new().put_instance(rec), at, None)
             .await?;
         Ok(Next::Wait)
+    }
+
+    /// One provider read while booting: records address and running time, escalates failed,
+    /// held or vanished machines, and backs off on transient errors. `Some(next)` means the
+    /// step is over for now.
+    async fn poll_booting(
+        &self,
+        order: &Order,
+        provider: &Arc<dyn CloudProvider>,
+        id: &crate::ids::InstanceId,
+        rec: &mut InstanceRecord,
+        lease: &tokio::sync::Mutex<Lease>,
+    ) -> StepResult<Option<Next>> {
+        let now = self.now();
+        let inst = match self
+            .call(provider, "get_instance", provider.get_instance(id))
+            .await
+        {
+            Ok(inst) => inst,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let reason = AttentionReason::new(
+                    AttentionCode::InstanceLost,
+                    format!("machine {id} disappeared while booting"),
+                );
+                self.escalate(order, lease, reason).await?;
+                return Ok(Some(Next::Finished));
+            }
+            Err(e) if e.is_retryable() => {
+                self.transient(order, rec, lease, &e).await?;
+                return Ok(Some(Next::Wait));
+            }
+            Err(e) => return self.rejected(order, lease, &e).await.map(Some),
+        };
+        rec.progress.provider_checked_at = Some(now);
+        rec.progress.provider_polls += 1;
+        rec.progress.failures = 0;
+        if let Some(a) = inst.address.filter(|a| !a.is_unspecified()) {
+            if rec.address.is_none() {
+                self.emit(
+                    order.id,
+                    Stage::WaitingForRdp,
+                    60,
+                    "address assigned; waiting for RDP",
+                );
+            }
+            rec.address = Some(a);
+        }
+        let reason = match inst.status {
+            InstanceStatus::Running => {
+                rec.progress.running_since.get_or_insert(now);
+                return Ok(None);
+            }
+            InstanceStatus::Failed(msg) => AttentionReason::new(
+                AttentionCode::ProviderRejected,
+                format!("provider failed the machine: {msg}"),
+            ),
+            InstanceStatus::AccountHold(msg) => AttentionReason::new(
+                AttentionCode::ProviderAccount,
+                format!("provider account needs action: {msg}"),
+            ),
+            InstanceStatus::Terminated => AttentionReason::new(
+                AttentionCode::InstanceLost,
+                "the machine was removed while booting",
+            ),
+            _ => return Ok(None),
+        };
+        self.escalate(order, lease, reason).await?;
+        Ok(Some(Next::Finished))
     }
 
     /// RDP answers: seal the customer's credentials, queue the ready notification, and mark

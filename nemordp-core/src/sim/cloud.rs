@@ -60,6 +60,7 @@ use crate::{
     error::{Error, ErrorKind, Result},
     ids::InstanceId,
     plan::OsKind,
+    rdp::{Negotiation, ProbeOutcome, RdpProbe},
 };
 
 /// The first address handed out: `198.18.0.0/15` is reserved for benchmarking (RFC 2544).
@@ -688,6 +689,15 @@ impl SimCloud {
         })
     }
 
+    /// A fake [`RdpProbe`] answering from this cloud's state: RDP (with NLA) where
+    /// [`SimCloud::is_rdp_open`] says so, unreachable elsewhere. For paused-clock tests, where
+    /// real sockets would time out instantly.
+    pub fn rdp_probe(&self) -> SimRdpProbe {
+        SimRdpProbe {
+            cloud: self.clone(),
+        }
+    }
+
     // ----- internals -----
 
     /// Counts the call, then applies the rate limit, outage, scripted and random faults.
@@ -777,7 +787,9 @@ impl SimCloud {
         let mut out = Instance::new(inst.id.clone(), inst.label.clone(), status);
         out.region.clone_from(&inst.region);
         out.created_at = Some(inst.created_at);
-        if inst.boot_finished(now) {
+        // Like Vultr's `main_ip`, the address is assigned once installation starts, long
+        // before the OS answers RDP.
+        if now >= inst.created + self.inner.cfg.install_delay {
             out.address = Some(inst.address);
         }
         out
@@ -1269,7 +1281,9 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(45 * 60 - 6)).await;
         let got = cloud.get_instance(&created.id).await.unwrap();
         assert_eq!(got.status, InstanceStatus::Installing);
-        assert!(got.address.is_none());
+        assert!(got.address.is_some(), "address assigned while installing");
+        assert!(!got.is_ready_for_probe());
+        assert!(!cloud.is_rdp_open(got.address.unwrap()));
         tokio::time::sleep(Duration::from_secs(1)).await;
         let got = cloud.get_instance(&created.id).await.unwrap();
         assert!(got.is_ready_for_probe(), "{got:?}");
@@ -1524,5 +1538,22 @@ mod tests {
         assert!(addrs.iter().all(|a| in_benchmark_range(*a)));
         assert_eq!(cloud.creates_applied(), 1000);
         assert_eq!(cloud.calls(), 3000);
+    }
+}
+
+/// The fake RDP probe of a [`SimCloud`]; see [`SimCloud::rdp_probe`].
+#[derive(Debug, Clone)]
+pub struct SimRdpProbe {
+    cloud: SimCloud,
+}
+
+#[async_trait]
+impl RdpProbe for SimRdpProbe {
+    async fn probe(&self, addr: std::net::SocketAddr) -> ProbeOutcome {
+        if self.cloud.is_rdp_open(addr.ip()) {
+            ProbeOutcome::Rdp(Negotiation::Selected(crate::rdp::probe::protocol::HYBRID))
+        } else {
+            ProbeOutcome::Unreachable("connection refused (simulated)".into())
+        }
     }
 }
