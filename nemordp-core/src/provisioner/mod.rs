@@ -49,7 +49,7 @@ mod steps;
 use std::{
     collections::BTreeMap,
     fmt,
-    sync::{Arc, atomic::AtomicU64},
+    sync::Arc,
     time::Duration,
 };
 
@@ -67,7 +67,7 @@ use crate::{
     notify::{ConnectionDetails, Notifier},
     order::{Customer, Order, OrderEvent, OrderState},
     payment::PaymentVerifier,
-    plan::{Plan, PlanCatalog},
+    plan::{OsKind, Plan, PlanCatalog},
     rates::RateSource,
     rdp::{RdpFile, RdpProbe, TcpRdpProbe},
     seal::Sealer,
@@ -318,7 +318,7 @@ impl ProvisionerBuilder {
                 events,
                 outbox_wake: Notify::new(),
                 crash_hook: self.crash_hook,
-                event_seq: AtomicU64::new(0),
+                images: std::sync::Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -339,7 +339,8 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<ProgressEvent>,
     pub(crate) outbox_wake: Notify,
     pub(crate) crash_hook: Option<CrashHook>,
-    pub(crate) event_seq: AtomicU64,
+    /// Resolved images per (provider, OS, hint): catalogues change rarely, API calls cost.
+    pub(crate) images: std::sync::Mutex<BTreeMap<(&'static str, OsKind, Option<String>), crate::cloud::ImageRef>>,
 }
 
 /// The orchestrator. Cheap to clone (an `Arc` inside); all clones share workers' state.
@@ -622,9 +623,7 @@ impl Provisioner {
         percent: u8,
         message: impl Into<String>,
     ) {
-        self.inner
-            .event_seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+
         // No subscribers is fine.
         let _ = self.inner.events.send(ProgressEvent {
             order_id,

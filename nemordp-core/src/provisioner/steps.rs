@@ -471,14 +471,7 @@ impl Provisioner {
             }
             Err(e) => return self.rejected(order, lease, &e).await,
         }
-        let image = match self
-            .call(
-                &provider,
-                "resolve_image",
-                provider.resolve_image(plan.os, plan.image.as_deref()),
-            )
-            .await
-        {
+        let image = match self.resolve_image(&provider, plan).await {
             Ok(i) => i,
             Err(e) if e.is_retryable() => {
                 self.transient(order, &record, lease, &e).await?;
@@ -631,6 +624,23 @@ impl Provisioner {
             }
             Err(e) => self.rejected(&order_now, lease, &e).await,
         }
+    }
+
+    /// Resolves the plan's image once per provider, OS and hint.
+    async fn resolve_image(&self, provider: &Arc<dyn CloudProvider>, plan: &Plan) -> Result<crate::cloud::ImageRef> {
+        let key = (provider.name(), plan.os, plan.image.clone());
+        if let Some(hit) = self.inner.images.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+            return Ok(hit.clone());
+        }
+        let image = self
+            .call(provider, "resolve_image", provider.resolve_image(plan.os, plan.image.as_deref()))
+            .await?;
+        self.inner
+            .images
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, image.clone());
+        Ok(image)
     }
 
     async fn rejected(
