@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use nemordp_core::{
-    Asset, Currency, Money, TokioClock, Timestamp,
+    Asset, Currency, Money, Timestamp, TokioClock,
     notify::NotificationKind,
     order::{AttentionCode, Customer, Order, OrderState},
     payment::WebhookRequest,
@@ -34,15 +34,36 @@ struct Harness {
 
 fn plans() -> PlanCatalog {
     PlanCatalog::from_plans([
-        Plan::new("win", "sim", OsKind::WindowsServer, "sim-1", "small", Money::parse_major(Currency::Ngn, "45000").unwrap())
-            .with_packages(["googlechrome", "7zip"]),
-        Plan::new("ubuntu", "sim", OsKind::UbuntuDesktop, "sim-1", "small", Money::parse_major(Currency::Ngn, "20000").unwrap())
-            .with_packages(["firefox"]),
+        Plan::new(
+            "win",
+            "sim",
+            OsKind::WindowsServer,
+            "sim-1",
+            "small",
+            Money::parse_major(Currency::Ngn, "45000").unwrap(),
+        )
+        .with_packages(["googlechrome", "7zip"]),
+        Plan::new(
+            "ubuntu",
+            "sim",
+            OsKind::UbuntuDesktop,
+            "sim-1",
+            "small",
+            Money::parse_major(Currency::Ngn, "20000").unwrap(),
+        )
+        .with_packages(["firefox"]),
     ])
     .unwrap()
 }
 
-fn build(cloud: &SimCloud, store: &MemoryStore, payments: &SimPayments, notifier: &RecordingNotifier, config: ProvisionerConfig, sealer: Sealer) -> Provisioner {
+fn build(
+    cloud: &SimCloud,
+    store: &MemoryStore,
+    payments: &SimPayments,
+    notifier: &RecordingNotifier,
+    config: ProvisionerConfig,
+    sealer: Sealer,
+) -> Provisioner {
     Provisioner::builder()
         .store(Arc::new(store.clone()))
         .provider(Arc::new(cloud.clone()))
@@ -51,7 +72,9 @@ fn build(cloud: &SimCloud, store: &MemoryStore, payments: &SimPayments, notifier
         .notifier(Arc::new(notifier.clone()))
         .catalog(plans())
         .sealer(sealer)
-        .clock(Arc::new(TokioClock::starting_at(Timestamp::from_unix_secs(EPOCH_2026))))
+        .clock(Arc::new(TokioClock::starting_at(
+            Timestamp::from_unix_secs(EPOCH_2026),
+        )))
         .config(config)
         .build()
         .unwrap()
@@ -70,21 +93,35 @@ fn harness_with(cloud: SimCloud, config: ProvisionerConfig) -> Harness {
     let payments = SimPayments::new(Asset::Fiat(Currency::Ngn), SecretString::from("whsec_test"));
     let notifier = RecordingNotifier::new();
     let provisioner = build(&cloud, &store, &payments, &notifier, config, key());
-    Harness { provisioner, cloud, payments, notifier, store }
+    Harness {
+        provisioner,
+        cloud,
+        payments,
+        notifier,
+        store,
+    }
 }
 
 fn windows_cloud(seed: u64, boot: Duration) -> SimCloud {
     SimCloud::builder()
         .seed(seed)
         .boot_time(OsKind::WindowsServer, boot, boot)
-        .clock(Arc::new(TokioClock::starting_at(Timestamp::from_unix_secs(EPOCH_2026))))
+        .clock(Arc::new(TokioClock::starting_at(
+            Timestamp::from_unix_secs(EPOCH_2026),
+        )))
         .build()
 }
 
 /// Places and pays an order; returns it (state Paid).
 async fn paid_order(h: &Harness, plan: &str) -> Order {
     let p = &h.provisioner;
-    let order = p.place_order(&plan.into(), Customer::new("cust-1").with_email("c@example.com")).await.unwrap();
+    let order = p
+        .place_order(
+            &plan.into(),
+            Customer::new("cust-1").with_email("c@example.com"),
+        )
+        .await
+        .unwrap();
     let payment = p.open_payment(order.id, "sim").await.unwrap();
     h.payments.pay_in_full(&payment.reference).unwrap();
     p.refresh_payment(payment.id).await.unwrap();
@@ -104,21 +141,44 @@ async fn windows_boot_of_45_minutes_completes_with_few_api_calls() {
     let took = started.elapsed();
     assert!(took >= 45 * MIN && took < 47 * MIN, "virtual time {took:?}");
     let calls = h.cloud.calls();
-    assert!(calls <= 20, "{calls} provider API calls for one 45-minute boot");
+    assert!(
+        calls <= 20,
+        "{calls} provider API calls for one 45-minute boot"
+    );
     assert_eq!(h.cloud.creates_applied(), 1);
 
     // The customer got payment, started and ready notifications, with working credentials.
     h.provisioner.relay_outbox_once().await.unwrap();
     let kinds = h.notifier.sent_kinds();
-    assert!(kinds.contains(&NotificationKind::ProvisioningStarted), "{kinds:?}");
-    let ready: Vec<_> = h.notifier.sent_for(order.id).into_iter().filter(|n| n.kind == NotificationKind::Ready).collect();
+    assert!(
+        kinds.contains(&NotificationKind::ProvisioningStarted),
+        "{kinds:?}"
+    );
+    let ready: Vec<_> = h
+        .notifier
+        .sent_for(order.id)
+        .into_iter()
+        .filter(|n| n.kind == NotificationKind::Ready)
+        .collect();
     assert_eq!(ready.len(), 1);
-    let conn = ready[0].connection.as_ref().expect("ready carries credentials");
+    let conn = ready[0]
+        .connection
+        .as_ref()
+        .expect("ready carries credentials");
     assert_eq!(conn.username, "Administrator");
-    assert!(conn.rdp_file.contains(&format!("full address:s:{}:3389", conn.host)));
-    assert!(nemordp_core::password::is_acceptable_password(conn.password.expose_secret(), "Administrator"));
+    assert!(
+        conn.rdp_file
+            .contains(&format!("full address:s:{}:3389", conn.host))
+    );
+    assert!(nemordp_core::password::is_acceptable_password(
+        conn.password.expose_secret(),
+        "Administrator"
+    ));
     let details = h.provisioner.connection_details(order.id).await.unwrap();
-    assert_eq!(details.password.expose_secret(), conn.password.expose_secret());
+    assert_eq!(
+        details.password.expose_secret(),
+        conn.password.expose_secret()
+    );
 
     // Progress events arrived in order and ended active.
     let mut stages = Vec::new();
@@ -140,12 +200,24 @@ async fn credentials_go_out_within_five_seconds_of_rdp_answering() {
         h.provisioner.run_until_settled(order.id).await.unwrap();
         let inst = &h.cloud.live_instances()[0];
         // RDP opens boot time + the sim's 30 s RDP delay after create.
-        let reachable = inst.created_at.unwrap().saturating_add(boot + Duration::from_secs(30));
+        let reachable = inst
+            .created_at
+            .unwrap()
+            .saturating_add(boot + Duration::from_secs(30));
         let outbox = h.store.outbox_for_order(order.id).await.unwrap();
-        let ready = outbox.iter().find(|e| e.kind == NotificationKind::Ready).unwrap();
+        let ready = outbox
+            .iter()
+            .find(|e| e.kind == NotificationKind::Ready)
+            .unwrap();
         let lag = ready.created_at.duration_since(reachable);
-        assert!(ready.created_at >= reachable, "credentials before RDP answered");
-        assert!(lag <= Duration::from_secs(5), "seed {seed}: credentials {lag:?} after RDP answered");
+        assert!(
+            ready.created_at >= reachable,
+            "credentials before RDP answered"
+        );
+        assert!(
+            lag <= Duration::from_secs(5),
+            "seed {seed}: credentials {lag:?} after RDP answered"
+        );
     }
 }
 
@@ -156,20 +228,34 @@ async fn boot_past_its_deadline_needs_attention() {
     let order = paid_order(&h, "win").await;
     let done = h.provisioner.run_until_settled(order.id).await.unwrap();
     match done.state {
-        OrderState::NeedsAttention { reason } => assert_eq!(reason.code, AttentionCode::BootDeadline),
+        OrderState::NeedsAttention { reason } => {
+            assert_eq!(reason.code, AttentionCode::BootDeadline)
+        }
         other => panic!("expected needs-attention, got {other:?}"),
     }
     h.provisioner.relay_outbox_once().await.unwrap();
-    assert!(h.notifier.sent_kinds().iter().any(|k| matches!(k, NotificationKind::Failed { .. })));
+    assert!(
+        h.notifier
+            .sent_kinds()
+            .iter()
+            .any(|k| matches!(k, NotificationKind::Failed { .. }))
+    );
     let jobs = h.store.jobs_for_order(order.id).await.unwrap();
-    assert!(jobs.iter().all(|j| j.state != JobState::Queued && j.state != JobState::Running));
+    assert!(
+        jobs.iter()
+            .all(|j| j.state != JobState::Queued && j.state != JobState::Running)
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_429_storm_is_ridden_out() {
     // The sim allows 2 requests/s; our own limiter is set to twice that so the storm really
     // hits, and every 429 must be absorbed by backing off.
-    let cloud = SimCloud::builder().seed(3).rate_limit(2).boot_time(OsKind::WindowsServer, 31 * MIN, 35 * MIN).build();
+    let cloud = SimCloud::builder()
+        .seed(3)
+        .rate_limit(2)
+        .boot_time(OsKind::WindowsServer, 31 * MIN, 35 * MIN)
+        .build();
     let store = MemoryStore::new();
     let payments = SimPayments::new(Asset::Fiat(Currency::Ngn), SecretString::from("s"));
     let notifier = RecordingNotifier::new();
@@ -181,11 +267,19 @@ async fn a_429_storm_is_ridden_out() {
         .notifier(Arc::new(notifier.clone()))
         .catalog(plans())
         .sealer(key())
-        .clock(Arc::new(TokioClock::starting_at(Timestamp::from_unix_secs(EPOCH_2026))))
+        .clock(Arc::new(TokioClock::starting_at(
+            Timestamp::from_unix_secs(EPOCH_2026),
+        )))
         .provider_rate_limit("sim", 4)
         .build()
         .unwrap();
-    let h = Harness { provisioner: p, cloud, payments, notifier, store };
+    let h = Harness {
+        provisioner: p,
+        cloud,
+        payments,
+        notifier,
+        store,
+    };
     let mut orders = Vec::new();
     for _ in 0..20 {
         orders.push(paid_order(&h, "win").await.id);
@@ -195,7 +289,10 @@ async fn a_429_storm_is_ridden_out() {
     workers.shutdown().await;
     assert!(h.cloud.rate_limited_calls() > 0, "the storm never happened");
     for id in orders {
-        assert_eq!(h.provisioner.order(id).await.unwrap().state, OrderState::Active);
+        assert_eq!(
+            h.provisioner.order(id).await.unwrap().state,
+            OrderState::Active
+        );
         assert_eq!(h.cloud.live_with_label(&id.instance_label()), 1);
     }
 }
@@ -205,7 +302,10 @@ async fn wait_all_settled(h: &Harness, orders: &[nemordp_core::OrderId]) {
         let mut pending = 0;
         for id in orders {
             let o = h.provisioner.order(*id).await.unwrap();
-            if !matches!(o.state, OrderState::Active | OrderState::NeedsAttention { .. }) {
+            if !matches!(
+                o.state,
+                OrderState::Active | OrderState::NeedsAttention { .. }
+            ) {
                 pending += 1;
             }
         }
@@ -218,7 +318,12 @@ async fn wait_all_settled(h: &Harness, orders: &[nemordp_core::OrderId]) {
                 let o = h.provisioner.order(*id).await.unwrap();
                 *states.entry(format!("{:?}", o.state)).or_insert(0) += 1;
             }
-            eprintln!("{:?} calls={} 429={} {states:?}", tokio::time::Instant::now(), h.cloud.calls(), h.cloud.rate_limited_calls());
+            eprintln!(
+                "{:?} calls={} 429={} {states:?}",
+                tokio::time::Instant::now(),
+                h.cloud.calls(),
+                h.cloud.rate_limited_calls()
+            );
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
@@ -226,7 +331,11 @@ async fn wait_all_settled(h: &Harness, orders: &[nemordp_core::OrderId]) {
 
 #[tokio::test(start_paused = true)]
 async fn a_thousand_concurrent_provisions_never_trip_a_30_rps_limit() {
-    let cloud = SimCloud::builder().seed(4).rate_limit(30).boot_time(OsKind::WindowsServer, 30 * MIN, 40 * MIN).build();
+    let cloud = SimCloud::builder()
+        .seed(4)
+        .rate_limit(30)
+        .boot_time(OsKind::WindowsServer, 30 * MIN, 40 * MIN)
+        .build();
     let h = harness(cloud);
     let mut orders = Vec::new();
     for _ in 0..1000 {
@@ -235,10 +344,17 @@ async fn a_thousand_concurrent_provisions_never_trip_a_30_rps_limit() {
     let workers = h.provisioner.start();
     wait_all_settled(&h, &orders).await;
     workers.shutdown().await;
-    assert_eq!(h.cloud.rate_limited_calls(), 0, "requests rejected with 429");
+    assert_eq!(
+        h.cloud.rate_limited_calls(),
+        0,
+        "requests rejected with 429"
+    );
     assert_eq!(h.cloud.creates_applied(), 1000);
     for id in &orders {
-        assert_eq!(h.provisioner.order(*id).await.unwrap().state, OrderState::Active);
+        assert_eq!(
+            h.provisioner.order(*id).await.unwrap().state,
+            OrderState::Active
+        );
     }
 }
 
@@ -265,7 +381,10 @@ async fn create_that_never_landed_is_resent_only_after_the_grace_period() {
     assert_eq!(h.cloud.calls_of(SimOp::Create), 2);
     assert_eq!(h.cloud.creates_applied(), 1);
     assert_eq!(h.cloud.live_with_label(&order.instance_label()), 1);
-    assert!(started.elapsed() >= 10 * MIN + 35 * MIN, "re-created before the grace period");
+    assert!(
+        started.elapsed() >= 10 * MIN + 35 * MIN,
+        "re-created before the grace period"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -292,7 +411,9 @@ async fn outage_past_the_order_deadline_needs_attention() {
     h.cloud.set_outage(true);
     let done = h.provisioner.run_until_settled(order.id).await.unwrap();
     match done.state {
-        OrderState::NeedsAttention { reason } => assert_eq!(reason.code, AttentionCode::ProviderOutage),
+        OrderState::NeedsAttention { reason } => {
+            assert_eq!(reason.code, AttentionCode::ProviderOutage)
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -301,26 +422,72 @@ async fn outage_past_the_order_deadline_needs_attention() {
 async fn duplicate_webhooks_make_one_job_and_forged_ones_change_nothing() {
     let h = harness(windows_cloud(9, 30 * MIN));
     let p = &h.provisioner;
-    let order = p.place_order(&"win".into(), Customer::new("c")).await.unwrap();
+    let order = p
+        .place_order(&"win".into(), Customer::new("c"))
+        .await
+        .unwrap();
     let payment = p.open_payment(order.id, "sim").await.unwrap();
     h.payments.pay_in_full(&payment.reference).unwrap();
     let (headers, body) = h.payments.signed_webhook(&payment.reference).unwrap();
-    let first = p.handle_webhook("sim", WebhookRequest { headers: &headers, body: &body }).await.unwrap();
-    let again = p.handle_webhook("sim", WebhookRequest { headers: &headers, body: &body }).await.unwrap();
+    let first = p
+        .handle_webhook(
+            "sim",
+            WebhookRequest {
+                headers: &headers,
+                body: &body,
+            },
+        )
+        .await
+        .unwrap();
+    let again = p
+        .handle_webhook(
+            "sim",
+            WebhookRequest {
+                headers: &headers,
+                body: &body,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(first.applied, 1);
     assert_eq!(again.duplicates, 1);
     assert_eq!(h.store.jobs_for_order(order.id).await.unwrap().len(), 1);
 
-    let other = p.place_order(&"win".into(), Customer::new("c")).await.unwrap();
+    let other = p
+        .place_order(&"win".into(), Customer::new("c"))
+        .await
+        .unwrap();
     let other_pay = p.open_payment(other.id, "sim").await.unwrap();
     let (mut forged_headers, forged) = h.payments.signed_webhook(&other_pay.reference).unwrap();
     let mut tampered = forged.clone();
     *tampered.last_mut().unwrap() ^= 1;
-    let err = p.handle_webhook("sim", WebhookRequest { headers: &forged_headers, body: &tampered }).await.unwrap_err();
+    let err = p
+        .handle_webhook(
+            "sim",
+            WebhookRequest {
+                headers: &forged_headers,
+                body: &tampered,
+            },
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), nemordp_core::ErrorKind::Unauthenticated);
     forged_headers.clear();
-    assert!(p.handle_webhook("sim", WebhookRequest { headers: &forged_headers, body: &forged }).await.is_err());
-    assert_eq!(p.order(other.id).await.unwrap().state, OrderState::AwaitingPayment);
+    assert!(
+        p.handle_webhook(
+            "sim",
+            WebhookRequest {
+                headers: &forged_headers,
+                body: &forged
+            }
+        )
+        .await
+        .is_err()
+    );
+    assert_eq!(
+        p.order(other.id).await.unwrap().state,
+        OrderState::AwaitingPayment
+    );
     assert!(h.store.jobs_for_order(other.id).await.unwrap().is_empty());
 }
 
@@ -329,7 +496,12 @@ async fn the_store_never_holds_a_plaintext_password() {
     let h = harness(windows_cloud(10, 30 * MIN));
     let order = paid_order(&h, "win").await;
     h.provisioner.run_until_settled(order.id).await.unwrap();
-    let password = h.provisioner.connection_details(order.id).await.unwrap().password;
+    let password = h
+        .provisioner
+        .connection_details(order.id)
+        .await
+        .unwrap()
+        .password;
     let pw = password.expose_secret().as_bytes();
     let creds = h.store.get_credentials(order.id).await.unwrap().unwrap();
     let rec = h.store.get_instance(order.id).await.unwrap().unwrap();
@@ -338,12 +510,24 @@ async fn the_store_never_holds_a_plaintext_password() {
     everything.extend(rec.sealed_password.clone().unwrap());
     everything.extend(serde_json::to_vec(&rec).unwrap());
     everything.extend(serde_json::to_vec(&h.store.get_order(order.id).await.unwrap()).unwrap());
-    everything.extend(serde_json::to_vec(&h.store.outbox_for_order(order.id).await.unwrap()).unwrap());
-    everything.extend(serde_json::to_vec(&h.store.jobs_for_order(order.id).await.unwrap()).unwrap());
+    everything
+        .extend(serde_json::to_vec(&h.store.outbox_for_order(order.id).await.unwrap()).unwrap());
+    everything
+        .extend(serde_json::to_vec(&h.store.jobs_for_order(order.id).await.unwrap()).unwrap());
     everything.extend(format!("{creds:?}{rec:?}{:?}", h.store).into_bytes());
-    assert!(!everything.windows(pw.len()).any(|w| w == pw), "plaintext password stored");
+    assert!(
+        !everything.windows(pw.len()).any(|w| w == pw),
+        "plaintext password stored"
+    );
     // A different key cannot open what was stored.
-    let other = build(&h.cloud, &h.store, &h.payments, &h.notifier, ProvisionerConfig::default(), Sealer::new("k1", [7; 32]).unwrap());
+    let other = build(
+        &h.cloud,
+        &h.store,
+        &h.payments,
+        &h.notifier,
+        ProvisionerConfig::default(),
+        Sealer::new("k1", [7; 32]).unwrap(),
+    );
     assert!(other.connection_details(order.id).await.is_err());
 }
 
@@ -353,38 +537,86 @@ async fn lifecycle_operations_converge() {
     let order = paid_order(&h, "win").await;
     let p = &h.provisioner;
     p.run_until_settled(order.id).await.unwrap();
-    let id = h.store.get_instance(order.id).await.unwrap().unwrap().instance_id.unwrap();
+    let id = h
+        .store
+        .get_instance(order.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .instance_id
+        .unwrap();
     let status = |cloud: &SimCloud| {
         let cloud = cloud.clone();
         let id = id.clone();
-        async move { nemordp_core::CloudProvider::get_instance(&cloud, &id).await.unwrap().status }
+        async move {
+            nemordp_core::CloudProvider::get_instance(&cloud, &id)
+                .await
+                .unwrap()
+                .status
+        }
     };
 
-    p.request(order.id, LifecycleOp::Suspend, Some("unpaid renewal")).await.unwrap();
+    p.request(order.id, LifecycleOp::Suspend, Some("unpaid renewal"))
+        .await
+        .unwrap();
     drain(p).await;
-    assert_eq!(p.order(order.id).await.unwrap().state, OrderState::Suspended);
-    assert_eq!(status(&h.cloud).await, nemordp_core::cloud::InstanceStatus::Stopped);
+    assert_eq!(
+        p.order(order.id).await.unwrap().state,
+        OrderState::Suspended
+    );
+    assert_eq!(
+        status(&h.cloud).await,
+        nemordp_core::cloud::InstanceStatus::Stopped
+    );
 
-    p.request(order.id, LifecycleOp::Unsuspend, None).await.unwrap();
+    p.request(order.id, LifecycleOp::Unsuspend, None)
+        .await
+        .unwrap();
     drain(p).await;
     assert_eq!(p.order(order.id).await.unwrap().state, OrderState::Active);
     assert!(status(&h.cloud).await.is_running());
 
     h.cloud.push_fault(SimOp::Reboot, Fault::Unavailable);
-    p.request(order.id, LifecycleOp::Restart, None).await.unwrap();
+    p.request(order.id, LifecycleOp::Restart, None)
+        .await
+        .unwrap();
     drain(p).await;
-    assert_eq!(h.cloud.calls_of(SimOp::Reboot), 2, "restart retried after a 5xx");
+    assert_eq!(
+        h.cloud.calls_of(SimOp::Reboot),
+        2,
+        "restart retried after a 5xx"
+    );
 
-    p.request(order.id, LifecycleOp::Terminate, None).await.unwrap();
+    p.request(order.id, LifecycleOp::Terminate, None)
+        .await
+        .unwrap();
     drain(p).await;
-    assert_eq!(p.order(order.id).await.unwrap().state, OrderState::Terminated);
+    assert_eq!(
+        p.order(order.id).await.unwrap().state,
+        OrderState::Terminated
+    );
     assert_eq!(h.cloud.live_with_label(&order.instance_label()), 0);
     // Idempotent.
-    p.request(order.id, LifecycleOp::Terminate, None).await.unwrap();
+    p.request(order.id, LifecycleOp::Terminate, None)
+        .await
+        .unwrap();
     drain(p).await;
-    let kinds: Vec<_> = h.notifier.sent_for(order.id).into_iter().map(|n| n.kind).collect();
-    assert!(kinds.iter().any(|k| matches!(k, NotificationKind::Suspended { reason } if reason == "unpaid renewal")));
-    assert_eq!(kinds.iter().filter(|k| **k == NotificationKind::Terminated).count(), 1);
+    let kinds: Vec<_> = h
+        .notifier
+        .sent_for(order.id)
+        .into_iter()
+        .map(|n| n.kind)
+        .collect();
+    assert!(kinds.iter().any(
+        |k| matches!(k, NotificationKind::Suspended { reason } if reason == "unpaid renewal")
+    ));
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == NotificationKind::Terminated)
+            .count(),
+        1
+    );
 }
 
 /// Runs jobs and the outbox until nothing is due for a while.
@@ -406,11 +638,26 @@ async fn terminating_an_order_whose_machine_vanished_still_terminates() {
     let h = harness(windows_cloud(12, 30 * MIN));
     let order = paid_order(&h, "win").await;
     h.provisioner.run_until_settled(order.id).await.unwrap();
-    let id = h.store.get_instance(order.id).await.unwrap().unwrap().instance_id.unwrap();
-    nemordp_core::CloudProvider::delete_instance(&h.cloud, &id).await.unwrap();
-    h.provisioner.request(order.id, LifecycleOp::Terminate, None).await.unwrap();
+    let id = h
+        .store
+        .get_instance(order.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .instance_id
+        .unwrap();
+    nemordp_core::CloudProvider::delete_instance(&h.cloud, &id)
+        .await
+        .unwrap();
+    h.provisioner
+        .request(order.id, LifecycleOp::Terminate, None)
+        .await
+        .unwrap();
     drain(&h.provisioner).await;
-    assert_eq!(h.provisioner.order(order.id).await.unwrap().state, OrderState::Terminated);
+    assert_eq!(
+        h.provisioner.order(order.id).await.unwrap().state,
+        OrderState::Terminated
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -419,22 +666,45 @@ async fn orphans_are_found_after_their_grace_and_removed_by_policy() {
     let order = paid_order(&h, "win").await;
     h.provisioner.run_until_settled(order.id).await.unwrap();
     // A machine with our label that no order owns, and one that is not ours at all.
-    let image = nemordp_core::CloudProvider::resolve_image(&h.cloud, OsKind::WindowsServer, None).await.unwrap();
+    let image = nemordp_core::CloudProvider::resolve_image(&h.cloud, OsKind::WindowsServer, None)
+        .await
+        .unwrap();
     let stray = nemordp_core::OrderId::new().instance_label();
     for label in [stray.as_str(), "someone-elses"] {
         let spec = nemordp_core::cloud::InstanceSpec::new(label, "sim-1", "small", image.clone());
-        nemordp_core::CloudProvider::create_instance(&h.cloud, &spec).await.unwrap();
+        nemordp_core::CloudProvider::create_instance(&h.cloud, &spec)
+            .await
+            .unwrap();
     }
-    assert!(h.provisioner.reconcile_orphans(OrphanPolicy::Report).await.unwrap().is_empty(), "younger than the grace");
+    assert!(
+        h.provisioner
+            .reconcile_orphans(OrphanPolicy::Report)
+            .await
+            .unwrap()
+            .is_empty(),
+        "younger than the grace"
+    );
     tokio::time::sleep(16 * MIN).await;
-    let found = h.provisioner.reconcile_orphans(OrphanPolicy::Report).await.unwrap();
+    let found = h
+        .provisioner
+        .reconcile_orphans(OrphanPolicy::Report)
+        .await
+        .unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].label, stray);
-    let removed = h.provisioner.reconcile_orphans(OrphanPolicy::Delete).await.unwrap();
+    let removed = h
+        .provisioner
+        .reconcile_orphans(OrphanPolicy::Delete)
+        .await
+        .unwrap();
     assert!(removed[0].removed);
     assert_eq!(h.cloud.live_with_label(&stray), 0);
     assert_eq!(h.cloud.live_with_label("someone-elses"), 1);
-    assert_eq!(h.cloud.live_with_label(&order.instance_label()), 1, "an owned machine was touched");
+    assert_eq!(
+        h.cloud.live_with_label(&order.instance_label()),
+        1,
+        "an owned machine was touched"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -443,14 +713,24 @@ async fn ubuntu_desktop_plans_provision_too() {
     let order = paid_order(&h, "ubuntu").await;
     let done = h.provisioner.run_until_settled(order.id).await.unwrap();
     assert_eq!(done.state, OrderState::Active);
-    assert_eq!(h.provisioner.connection_details(order.id).await.unwrap().username, "rdpuser");
+    assert_eq!(
+        h.provisioner
+            .connection_details(order.id)
+            .await
+            .unwrap()
+            .username,
+        "rdpuser"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn unpaid_orders_expire_and_late_money_needs_attention() {
     let h = harness(windows_cloud(15, 30 * MIN));
     let p = &h.provisioner;
-    let order = p.place_order(&"win".into(), Customer::new("c")).await.unwrap();
+    let order = p
+        .place_order(&"win".into(), Customer::new("c"))
+        .await
+        .unwrap();
     let payment = p.open_payment(order.id, "sim").await.unwrap();
     tokio::time::sleep(16 * MIN).await;
     assert_eq!(p.expire_payments().await.unwrap(), 1);
@@ -461,5 +741,8 @@ async fn unpaid_orders_expire_and_late_money_needs_attention() {
         OrderState::NeedsAttention { reason } => assert_eq!(reason.code, AttentionCode::PaidLate),
         other => panic!("late money lost: {other:?}"),
     }
-    assert!(h.store.jobs_for_order(order.id).await.unwrap().is_empty(), "no machine without a human");
+    assert!(
+        h.store.jobs_for_order(order.id).await.unwrap().is_empty(),
+        "no machine without a human"
+    );
 }

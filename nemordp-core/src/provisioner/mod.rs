@@ -46,12 +46,7 @@ mod outbox;
 mod payments;
 mod steps;
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
 pub use events::{ProgressEvent, ProgressStream, Stage};
 pub use gc::{Orphan, OrphanPolicy};
@@ -340,7 +335,8 @@ pub(crate) struct Inner {
     pub(crate) outbox_wake: Notify,
     pub(crate) crash_hook: Option<CrashHook>,
     /// Resolved images per (provider, OS, hint): catalogues change rarely, API calls cost.
-    pub(crate) images: std::sync::Mutex<BTreeMap<(&'static str, OsKind, Option<String>), crate::cloud::ImageRef>>,
+    pub(crate) images:
+        std::sync::Mutex<BTreeMap<(&'static str, OsKind, Option<String>), crate::cloud::ImageRef>>,
 }
 
 /// The orchestrator. Cheap to clone (an `Arc` inside); all clones share workers' state.
@@ -623,7 +619,6 @@ impl Provisioner {
         percent: u8,
         message: impl Into<String>,
     ) {
-
         // No subscribers is fine.
         let _ = self.inner.events.send(ProgressEvent {
             order_id,

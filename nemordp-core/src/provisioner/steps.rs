@@ -627,13 +627,27 @@ impl Provisioner {
     }
 
     /// Resolves the plan's image once per provider, OS and hint.
-    async fn resolve_image(&self, provider: &Arc<dyn CloudProvider>, plan: &Plan) -> Result<crate::cloud::ImageRef> {
+    async fn resolve_image(
+        &self,
+        provider: &Arc<dyn CloudProvider>,
+        plan: &Plan,
+    ) -> Result<crate::cloud::ImageRef> {
         let key = (provider.name(), plan.os, plan.image.clone());
-        if let Some(hit) = self.inner.images.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+        if let Some(hit) = self
+            .inner
+            .images
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
             return Ok(hit.clone());
         }
         let image = self
-            .call(provider, "resolve_image", provider.resolve_image(plan.os, plan.image.as_deref()))
+            .call(
+                provider,
+                "resolve_image",
+                provider.resolve_image(plan.os, plan.image.as_deref()),
+            )
             .await?;
         self.inner
             .images
