@@ -1,7 +1,4 @@
-//! # nemordp
-//!
-//! The facade crate: one dependency that re-exports [`nemordp_core`] and, by feature, the
-//! provider, payment and store backends.
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
 pub use nemordp_core::*;

@@ -229,7 +229,7 @@ async fn boot_past_its_deadline_needs_attention() {
     let done = h.provisioner.run_until_settled(order.id).await.unwrap();
     match done.state {
         OrderState::NeedsAttention { reason } => {
-            assert_eq!(reason.code, AttentionCode::BootDeadline)
+            assert_eq!(reason.code, AttentionCode::BootDeadline);
         }
         other => panic!("expected needs-attention, got {other:?}"),
     }
@@ -412,7 +412,7 @@ async fn outage_past_the_order_deadline_needs_attention() {
     let done = h.provisioner.run_until_settled(order.id).await.unwrap();
     match done.state {
         OrderState::NeedsAttention { reason } => {
-            assert_eq!(reason.code, AttentionCode::ProviderOutage)
+            assert_eq!(reason.code, AttentionCode::ProviderOutage);
         }
         other => panic!("{other:?}"),
     }

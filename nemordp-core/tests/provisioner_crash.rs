@@ -54,7 +54,7 @@ fn world(seed: u64) -> World {
             Duration::from_secs(150),
         )
         // A few percent of calls fail with 5xx, so crashes meet retries too.
-        .random_faults(if seed % 2 == 0 { 0 } else { 40_000 })
+        .random_faults(if seed.is_multiple_of(2) { 0 } else { 40_000 })
         .clock(Arc::new(TokioClock::starting_at(
             Timestamp::from_unix_secs(1_767_225_600),
         )))
@@ -72,7 +72,7 @@ fn world(seed: u64) -> World {
 
 fn provisioner(w: &World, worker: &str, hook: Option<CrashHook>) -> Provisioner {
     let mut config = ProvisionerConfig::default();
-    config.worker_id = worker.to_owned();
+    worker.clone_into(&mut config.worker_id);
     let plan = Plan::new(
         "win",
         "sim",

@@ -55,7 +55,7 @@ pub use payments::WebhookOutcome;
 use tokio::sync::{Notify, broadcast};
 
 use crate::{
-    clock::{Clock, SystemClock, Timestamp},
+    clock::{Clock, Timestamp, TokioClock},
     cloud::CloudProvider,
     error::{Error, ErrorKind, Result},
     ids::{OrderId, PlanId},
@@ -237,7 +237,8 @@ impl ProvisionerBuilder {
         self
     }
 
-    /// The clock (default: the system clock).
+    /// The clock (default: [`TokioClock::new`], wall time at start plus Tokio's monotonic
+    /// time, so paused-clock tests and production share one code path).
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
@@ -308,7 +309,7 @@ impl ProvisionerBuilder {
                 probe: self.probe.unwrap_or_else(|| Arc::new(TcpRdpProbe::new())),
                 catalog,
                 sealer,
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
                 config: self.config,
                 events,
                 outbox_wake: Notify::new(),
@@ -318,6 +319,10 @@ impl ProvisionerBuilder {
         })
     }
 }
+
+/// Resolved images keyed by provider, OS and plan hint.
+pub(crate) type ImageCache =
+    std::sync::Mutex<BTreeMap<(&'static str, OsKind, Option<String>), crate::cloud::ImageRef>>;
 
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
@@ -335,8 +340,7 @@ pub(crate) struct Inner {
     pub(crate) outbox_wake: Notify,
     pub(crate) crash_hook: Option<CrashHook>,
     /// Resolved images per (provider, OS, hint): catalogues change rarely, API calls cost.
-    pub(crate) images:
-        std::sync::Mutex<BTreeMap<(&'static str, OsKind, Option<String>), crate::cloud::ImageRef>>,
+    pub(crate) images: ImageCache,
 }
 
 /// The orchestrator. Cheap to clone (an `Arc` inside); all clones share workers' state.

@@ -135,7 +135,7 @@ impl Provisioner {
             Err(Halt::Crashed) => tracing::warn!("crash injected; leaving the lease to lapse"),
             Err(Halt::LeaseLost) => tracing::info!("lease lost; another worker owns the job now"),
             Err(Halt::Store(e)) => {
-                tracing::warn!(error = %e, "store failed; the job will be retried after its lease lapses")
+                tracing::warn!(error = %e, "store failed; the job will be retried after its lease lapses");
             }
         }
     }
@@ -1122,10 +1122,10 @@ impl Provisioner {
                     };
                     match kind {
                         JobKind::Restart => {
-                            self.call(&provider, "reboot", provider.reboot(id)).await?
+                            self.call(&provider, "reboot", provider.reboot(id)).await?;
                         }
                         JobKind::Stop | JobKind::Suspend => {
-                            self.call(&provider, "stop", provider.stop(id)).await?
+                            self.call(&provider, "stop", provider.stop(id)).await?;
                         }
                         _ => self.call(&provider, "start", provider.start(id)).await?,
                     }

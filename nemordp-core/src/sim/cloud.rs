@@ -789,7 +789,7 @@ impl SimCloud {
         out.created_at = Some(inst.created_at);
         // Like Vultr's `main_ip`, the address is assigned once installation starts, long
         // before the OS answers RDP.
-        if now >= inst.created + self.inner.cfg.install_delay {
+        if now >= inst.created + self.inner.cfg.install_delay || inst.boot_finished(now) {
             out.address = Some(inst.address);
         }
         out
