@@ -223,7 +223,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  username  {}", details.username);
     println!("  password  {password}");
     println!("  rdp file  {}", rdp_path.display());
-    let sent: Vec<_> = notifier.sent_kinds().iter().map(|k| k.as_str()).collect();
+    let sent: Vec<_> = notifier
+        .sent_kinds()
+        .iter()
+        .map(nemordp::notify::NotificationKind::as_str)
+        .collect();
     println!("\n  notifications sent: {}", sent.join(", "));
     Ok(())
 }

@@ -57,6 +57,47 @@ fn tempdir() -> PathBuf {
     dir
 }
 
+/// Starts `freerdp-shadow-cli /sec:nla` under its own X display and waits until it listens.
+/// Xvfb occasionally loses a race for a display number on busy machines and the server then
+/// exits at once; such a start is retried on a fresh port, up to three times.
+fn start_shadow_server(dir: &Path) -> (KillOnDrop, SocketAddr) {
+    use std::os::unix::process::CommandExt;
+    let mut logs = String::new();
+    for attempt in 1..=3 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.join(format!("shadow-{attempt}.log"));
+        let child = Command::new("xvfb-run")
+            .args(["-a", "freerdp-shadow-cli"])
+            .arg(format!("/port:{port}"))
+            .args(["/bind-address:127.0.0.1", "/sec:nla"])
+            .arg(format!("/sam-file:{}", dir.join("sam").display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .process_group(0)
+            .spawn()
+            .expect("start freerdp-shadow-cli");
+        let mut server = KillOnDrop(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        // Generous: the server starts an X display first, and CI machines are busy.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return (server, addr);
+            }
+            if server.0.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        logs.push_str(&std::fs::read_to_string(&log).unwrap_or_default());
+    }
+    panic!("shadow server never listened in 3 attempts:\n{logs}");
+}
+
 fn xfreerdp_auth(rdp_file: &Path, password: &str) -> bool {
     let status = Command::new("timeout")
         .args(["60", "xvfb-run", "-a", "xfreerdp"])
@@ -86,37 +127,7 @@ async fn freerdp_reads_our_rdp_file_and_nla_checks_the_generated_password() {
     assert!(sam.status.success());
     std::fs::write(dir.join("sam"), &sam.stdout).unwrap();
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = {
-        use std::os::unix::process::CommandExt;
-        Command::new("xvfb-run")
-            .args(["-a", "freerdp-shadow-cli"])
-            .arg(format!("/port:{port}"))
-            .args(["/bind-address:127.0.0.1", "/sec:nla"])
-            .arg(format!("/sam-file:{}", dir.join("sam").display()))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("shadow.log")).unwrap())
-            .process_group(0)
-            .spawn()
-            .expect("start freerdp-shadow-cli")
-    };
-    let _server = KillOnDrop(server);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    // Generous: the server starts an X display first, and CI machines are busy.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "shadow server never listened:\n{}",
-            std::fs::read_to_string(dir.join("shadow.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
+    let (_server, addr) = start_shadow_server(&dir);
     // The probe sees an RDP server that selected CredSSP (NLA).
     let outcome = TcpRdpProbe::new()
         .with_timeouts(Duration::from_secs(3), Duration::from_secs(3))
@@ -132,7 +143,7 @@ async fn freerdp_reads_our_rdp_file_and_nla_checks_the_generated_password() {
         &file,
         RdpFile::new("127.0.0.1", user)
             .unwrap()
-            .with_port(port)
+            .with_port(addr.port())
             .unwrap()
             .render(),
     )
