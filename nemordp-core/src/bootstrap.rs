@@ -122,9 +122,20 @@ impl BootstrapSpec {
     }
 }
 
-/// A PowerShell single-quoted string literal: only `'` is special inside, and it is doubled.
+/// A PowerShell single-quoted string literal. Only single quotes are special inside, but
+/// PowerShell's tokenizer takes the typographic ones (U+2018–U+201B) as single quotes too, so
+/// each of them is doubled like `'` (as `CodeGeneration.EscapeSingleQuotedStringContent` does).
 fn ps_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201a}' | '\u{201b}') {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
 }
 
 /// The Windows Server first-boot script (PowerShell, with the `#ps1_sysnative` marker that
@@ -351,6 +362,23 @@ mod tests {
         assert!(
             s.contains("ConvertTo-SecureString 'p''; Remove-Item C:\\ -Recurse; ''' -AsPlainText")
         );
+    }
+
+    /// Found by the `bootstrap` fuzz target: PowerShell also ends a single-quoted string at a
+    /// typographic quote, so `’` in a password closed the literal and the rest ran as code.
+    #[test]
+    fn powershell_quoting_neutralises_typographic_quotes() {
+        assert_eq!(
+            ps_quote("a\u{2018}b\u{2019}c\u{201a}d\u{201b}e"),
+            "'a\u{2018}\u{2018}b\u{2019}\u{2019}c\u{201a}\u{201a}d\u{201b}\u{201b}e'"
+        );
+        let s = windows_powershell(&BootstrapSpec::new("h", "Administrator").with_password(
+            SecretString::from("x\u{2019}; Remove-Item C:\\ -Recurse; \u{2018}".to_owned()),
+        ))
+        .unwrap();
+        assert!(s.contains(
+            "ConvertTo-SecureString 'x\u{2019}\u{2019}; Remove-Item C:\\ -Recurse; \u{2018}\u{2018}' -AsPlainText"
+        ));
     }
 
     #[test]
