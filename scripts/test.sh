@@ -39,3 +39,6 @@ cargo test --workspace --all-features --locked --no-fail-fast
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked -q
+
+step "fuzz (brief smoke run of every target)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-15} bash scripts/fuzz.sh
