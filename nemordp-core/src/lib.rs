@@ -52,3 +52,35 @@ pub use async_trait::async_trait;
 pub use ruint::aliases::U256;
 pub use rust_decimal::Decimal;
 pub use secrecy;
+
+#[cfg(test)]
+mod forwarding {
+    //! `Arc<dyn …>`, `Box<dyn …>` and `&dyn …` satisfy the traits themselves, so hosts can pass
+    //! any of them where a generic backend is expected.
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn is_cloud<T: CloudProvider>() {}
+    fn is_verifier<T: PaymentVerifier>() {}
+    fn is_rates<T: RateSource>() {}
+    fn is_notifier<T: Notifier>() {}
+    fn is_store<T: Store>() {}
+    fn is_probe<T: rdp::RdpProbe>() {}
+
+    #[test]
+    fn dyn_forwarding_compiles() {
+        is_cloud::<Arc<dyn CloudProvider>>();
+        is_cloud::<Box<dyn CloudProvider>>();
+        is_cloud::<&'static dyn CloudProvider>();
+        is_verifier::<Arc<dyn PaymentVerifier>>();
+        is_verifier::<Box<dyn PaymentVerifier>>();
+        is_rates::<Arc<dyn RateSource>>();
+        is_rates::<Box<dyn RateSource>>();
+        is_notifier::<Arc<dyn Notifier>>();
+        is_notifier::<Box<dyn Notifier>>();
+        is_store::<Arc<dyn Store>>();
+        is_store::<Box<dyn Store>>();
+        is_probe::<Arc<dyn rdp::RdpProbe>>();
+    }
+}

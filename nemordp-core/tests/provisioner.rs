@@ -746,3 +746,92 @@ async fn unpaid_orders_expire_and_late_money_needs_attention() {
         "no machine without a human"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_provisioners_sharing_one_store_deliver_each_order_once() {
+    let h = harness(windows_cloud(16, 30 * MIN));
+    let mut config = ProvisionerConfig::default();
+    config.worker_id = "second-process".into();
+    let second = build(&h.cloud, &h.store, &h.payments, &h.notifier, config, key());
+    let mut orders = Vec::new();
+    for _ in 0..200 {
+        orders.push(paid_order(&h, "win").await.id);
+    }
+    let a = h.provisioner.start();
+    let b = second.start();
+    wait_all_settled(&h, &orders).await;
+    a.shutdown().await;
+    b.shutdown().await;
+    assert_eq!(h.cloud.creates_applied(), 200, "an order was created twice");
+    for id in &orders {
+        assert_eq!(
+            h.provisioner.order(*id).await.unwrap().state,
+            OrderState::Active
+        );
+        assert_eq!(h.cloud.live_with_label(&id.instance_label()), 1);
+    }
+    let readies = h
+        .notifier
+        .sent_kinds()
+        .iter()
+        .filter(|k| **k == NotificationKind::Ready)
+        .count();
+    assert!(
+        readies >= 200,
+        "{readies} ready notifications for 200 orders"
+    );
+}
+
+#[test]
+fn provisioning_reports_metrics_through_the_facade() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let h = harness(windows_cloud(17, 30 * MIN));
+            let order = paid_order(&h, "win").await;
+            assert_eq!(
+                h.provisioner
+                    .run_until_settled(order.id)
+                    .await
+                    .unwrap()
+                    .state,
+                OrderState::Active
+            );
+        });
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let find = |name: &str, label: Option<(&str, &str)>| {
+        snapshot.iter().find(|(key, _, _, _)| {
+            key.key().name() == name
+                && label
+                    .is_none_or(|(k, v)| key.key().labels().any(|l| l.key() == k && l.value() == v))
+        })
+    };
+    let counter = |name, label| match find(name, label) {
+        Some((_, _, _, DebugValue::Counter(n))) => *n,
+        other => panic!("{name} missing or not a counter: {other:?}"),
+    };
+    assert_eq!(
+        counter("nemordp_provisions_total", Some(("outcome", "active"))),
+        1
+    );
+    assert_eq!(
+        counter(
+            "nemordp_provider_api_calls_total",
+            Some(("op", "create_instance"))
+        ),
+        1
+    );
+    assert_eq!(counter("nemordp_payments_settled_total", None), 1);
+    match find("nemordp_paid_to_active_seconds", None) {
+        Some((_, _, _, DebugValue::Histogram(v))) => assert!(v[0].into_inner() >= 30.0 * 60.0),
+        other => panic!("paid-to-active histogram missing: {other:?}"),
+    }
+}
