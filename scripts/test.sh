@@ -35,10 +35,20 @@ done
 cargo check -q -p nemordp-core --no-default-features --locked
 
 step "tests"
-cargo test --workspace --all-features --locked --no-fail-fast
+test_log=$(mktemp)
+set +e
+cargo test --workspace --all-features --locked --no-fail-fast 2>&1 | tee "$test_log"
+test_status=${PIPESTATUS[0]}
+set -e
+test_totals=$(awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped", p, f, i }' "$test_log")
+rm -f "$test_log"
+[ "$test_status" -eq 0 ] || { echo "tests: $test_totals"; exit "$test_status"; }
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked -q
 
 step "fuzz (brief smoke run of every target)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-15} bash scripts/fuzz.sh
+
+step "done"
+echo "tests: $test_totals"

@@ -51,6 +51,16 @@ impl From<Error> for Halt {
 
 type StepResult<T> = std::result::Result<T, Halt>;
 
+/// What a label lookup found.
+enum Found {
+    /// Exactly one machine: ours, to adopt.
+    One(Instance),
+    /// None (which proves nothing on its own: listings lag creation).
+    Nothing,
+    /// The lookup ended the step (escalated, or rescheduled after a provider failure).
+    Handled(Next),
+}
+
 /// What the provisioning loop does next.
 enum Next {
     /// State moved on; keep going now.
@@ -443,33 +453,12 @@ impl Provisioner {
         if record.instance_id.is_some() {
             return self.adopted(order, record, None, lease).await;
         }
-        match self
-            .call(
-                &provider,
-                "find_by_label",
-                provider.find_by_label(&record.label),
-            )
-            .await
-        {
-            Ok(found) if found.len() == 1 => {
-                return self
-                    .adopted(order, record, found.into_iter().next(), lease)
-                    .await;
+        match self.find_own(order, &provider, &record, lease).await? {
+            Found::One(instance) => {
+                return self.adopted(order, record, Some(instance), lease).await;
             }
-            Ok(found) if found.len() > 1 => {
-                let reason = AttentionReason::new(
-                    AttentionCode::DuplicateInstances,
-                    format!("{} machines carry label {}", found.len(), record.label),
-                );
-                self.escalate(order, lease, reason).await?;
-                return Ok(Next::Finished);
-            }
-            Ok(_) => {}
-            Err(e) if e.is_retryable() => {
-                self.transient(order, &record, lease, &e).await?;
-                return Ok(Next::Wait);
-            }
-            Err(e) => return self.rejected(order, lease, &e).await,
+            Found::Handled(next) => return Ok(next),
+            Found::Nothing => {}
         }
         let image = match self.resolve_image(&provider, plan).await {
             Ok(i) => i,
@@ -551,7 +540,16 @@ impl Provisioner {
             }
             let script = match plan.os {
                 OsKind::WindowsServer => windows_powershell(&boot)?,
-                _ => ubuntu_cloud_config(&boot)?,
+                // SHA-512 crypt of the password costs milliseconds of CPU: keep it off the
+                // async workers.
+                _ => tokio::task::spawn_blocking(move || ubuntu_cloud_config(&boot))
+                    .await
+                    .map_err(|e| {
+                        Halt::Store(Error::new(
+                            ErrorKind::Unexpected,
+                            format!("bootstrap task failed: {e}"),
+                        ))
+                    })??,
             };
             spec = spec.with_user_data(script);
         }
@@ -727,27 +725,10 @@ impl Provisioner {
         if rec.instance_id.is_some() {
             return self.adopted(order, rec, None, lease).await;
         }
-        match self
-            .call(
-                &provider,
-                "find_by_label",
-                provider.find_by_label(&rec.label),
-            )
-            .await
-        {
-            Ok(found) if found.len() == 1 => {
-                self.adopted(order, rec, found.into_iter().next(), lease)
-                    .await
-            }
-            Ok(found) if found.len() > 1 => {
-                let reason = AttentionReason::new(
-                    AttentionCode::DuplicateInstances,
-                    format!("{} machines carry label {}", found.len(), rec.label),
-                );
-                self.escalate(order, lease, reason).await?;
-                Ok(Next::Finished)
-            }
-            Ok(_) => {
+        match self.find_own(order, &provider, &rec, lease).await? {
+            Found::One(instance) => self.adopted(order, rec, Some(instance), lease).await,
+            Found::Handled(next) => Ok(next),
+            Found::Nothing => {
                 let now = self.now();
                 rec.progress.lookup_misses += 1;
                 let since = *rec.progress.unknown_since.get_or_insert(now);
@@ -782,11 +763,41 @@ impl Provisioner {
                     Ok(Next::Wait)
                 }
             }
-            Err(e) if e.is_retryable() => {
-                self.transient(order, &rec, lease, &e).await?;
-                Ok(Next::Wait)
+        }
+    }
+
+    /// Looks the order's label up. Several machines with one label escalate; provider
+    /// failures back off or escalate; either way the step is over (`Found::Handled`).
+    async fn find_own(
+        &self,
+        order: &Order,
+        provider: &Arc<dyn CloudProvider>,
+        rec: &InstanceRecord,
+        lease: &tokio::sync::Mutex<Lease>,
+    ) -> StepResult<Found> {
+        match self
+            .call(
+                provider,
+                "find_by_label",
+                provider.find_by_label(&rec.label),
+            )
+            .await
+        {
+            Ok(mut found) if found.len() == 1 => Ok(found.pop().map_or(Found::Nothing, Found::One)),
+            Ok(found) if found.is_empty() => Ok(Found::Nothing),
+            Ok(found) => {
+                let reason = AttentionReason::new(
+                    AttentionCode::DuplicateInstances,
+                    format!("{} machines carry label {}", found.len(), rec.label),
+                );
+                self.escalate(order, lease, reason).await?;
+                Ok(Found::Handled(Next::Finished))
             }
-            Err(e) => self.rejected(order, lease, &e).await,
+            Err(e) if e.is_retryable() => {
+                self.transient(order, rec, lease, &e).await?;
+                Ok(Found::Handled(Next::Wait))
+            }
+            Err(e) => self.rejected(order, lease, &e).await.map(Found::Handled),
         }
     }
 

@@ -577,8 +577,17 @@ impl Store for MemoryStore {
             })
             .map(|row| (row.job.run_at, row.job.id))
             .collect();
+        // Only the `limit` earliest are needed: select them, then sort just those.
+        let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+        if due.len() > limit {
+            if limit == 0 {
+                due.clear();
+            } else {
+                due.select_nth_unstable(limit - 1);
+                due.truncate(limit);
+            }
+        }
         due.sort_unstable();
-        due.truncate(usize::try_from(request.limit).unwrap_or(usize::MAX));
         let expires_at = now.saturating_add(request.lease_for);
         let mut out = Vec::with_capacity(due.len());
         for (_, id) in due {
