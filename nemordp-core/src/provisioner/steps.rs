@@ -93,7 +93,7 @@ impl Provisioner {
         let mut running = tokio::task::JoinSet::new();
         for job in claimed {
             let p = self.clone();
-            let span = tracing::info_span!("job", order_id = %job.job.order_id, kind = job.job.kind.as_str(), attempt = job.job.attempt);
+            let span = tracing::info_span!("job", order_id = %job.job.order_id, kind = job.job.kind.as_str(), attempt = job.job.attempt, step = tracing::field::Empty);
             running.spawn(async move { p.execute(job).await }.instrument(span));
         }
         while let Some(done) = running.join_next().await {
@@ -319,6 +319,12 @@ impl Provisioner {
                     .await
                     .and(Ok(()));
             };
+            // The job span carries the step the order is in; every event below inherits it.
+            let step_name = match &order.state {
+                OrderState::Provisioning { step } => step.as_str(),
+                other => other.kind().as_str(),
+            };
+            tracing::Span::current().record("step", step_name);
             let next = match order.state.clone() {
                 OrderState::Paid => self.record_intent(&mut order, lease).await?,
                 OrderState::Provisioning { step } => {
