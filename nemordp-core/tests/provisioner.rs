@@ -895,3 +895,233 @@ fn traces_name_order_and_step_and_never_a_secret() {
         "a password reached the logs"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_for_a_missing_order_fails_instead_of_spinning() {
+    use nemordp_core::store::{Job, StoreExt as _};
+    let h = harness(windows_cloud(19, 30 * MIN));
+    let ghost = nemordp_core::OrderId::new();
+    h.store
+        .enqueue(
+            Job::provision(ghost, h.provisioner.now()),
+            h.provisioner.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.provisioner.run_jobs_once().await.unwrap(), 1);
+    assert_eq!(
+        h.provisioner.run_jobs_once().await.unwrap(),
+        0,
+        "job ran again"
+    );
+    let jobs = h.store.jobs_for_order(ghost).await.unwrap();
+    assert_eq!(jobs[0].state, JobState::Failed);
+    assert_eq!(h.cloud.calls(), 0);
+}
+
+/// A store that lets the host terminate the order just before the provisioner's first
+/// "created" write lands, so that write loses its compare-and-set.
+#[derive(Debug)]
+struct HostTerminatesMidStep {
+    inner: MemoryStore,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+#[nemordp_core::async_trait]
+impl Store for HostTerminatesMidStep {
+    fn name(&self) -> &'static str {
+        "interfering"
+    }
+    async fn commit(
+        &self,
+        batch: nemordp_core::store::Batch,
+        now: Timestamp,
+    ) -> nemordp_core::Result<nemordp_core::store::CommitOutcome> {
+        use nemordp_core::store::{Job, JobKind, OrderWrite, StoreExt as _};
+        let created = batch.orders.iter().find_map(|w| match w {
+            OrderWrite::Update(o)
+                if o.state
+                    == (OrderState::Provisioning {
+                        step: nemordp_core::order::ProvisionStep::Created,
+                    }) =>
+            {
+                Some(o.id)
+            }
+            _ => None,
+        });
+        if let Some(id) = created
+            && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let order = self.inner.require_order(id).await?;
+            let terminated = order.transition(&nemordp_core::order::OrderEvent::Terminate, now)?;
+            self.inner
+                .commit(
+                    nemordp_core::store::Batch::new()
+                        .update_order(terminated)
+                        .enqueue(Job::new(JobKind::Terminate, id, now)),
+                    now,
+                )
+                .await?;
+        }
+        self.inner.commit(batch, now).await
+    }
+    async fn get_order(&self, id: nemordp_core::OrderId) -> nemordp_core::Result<Option<Order>> {
+        self.inner.get_order(id).await
+    }
+    async fn list_orders(
+        &self,
+        q: &nemordp_core::store::OrderQuery,
+    ) -> nemordp_core::Result<Vec<Order>> {
+        self.inner.list_orders(q).await
+    }
+    async fn get_payment(
+        &self,
+        id: nemordp_core::PaymentId,
+    ) -> nemordp_core::Result<Option<nemordp_core::payment::Payment>> {
+        self.inner.get_payment(id).await
+    }
+    async fn find_payment(
+        &self,
+        m: &str,
+        r: &str,
+    ) -> nemordp_core::Result<Option<nemordp_core::payment::Payment>> {
+        self.inner.find_payment(m, r).await
+    }
+    async fn payments_for_order(
+        &self,
+        id: nemordp_core::OrderId,
+    ) -> nemordp_core::Result<Vec<nemordp_core::payment::Payment>> {
+        self.inner.payments_for_order(id).await
+    }
+    async fn get_instance(
+        &self,
+        id: nemordp_core::OrderId,
+    ) -> nemordp_core::Result<Option<nemordp_core::store::InstanceRecord>> {
+        self.inner.get_instance(id).await
+    }
+    async fn list_instances(
+        &self,
+        after: Option<nemordp_core::OrderId>,
+        limit: u32,
+    ) -> nemordp_core::Result<Vec<nemordp_core::store::InstanceRecord>> {
+        self.inner.list_instances(after, limit).await
+    }
+    async fn get_credentials(
+        &self,
+        id: nemordp_core::OrderId,
+    ) -> nemordp_core::Result<Option<nemordp_core::store::SealedCredentials>> {
+        self.inner.get_credentials(id).await
+    }
+    async fn claim_outbox(
+        &self,
+        limit: u32,
+        lease_for: Duration,
+        now: Timestamp,
+    ) -> nemordp_core::Result<Vec<nemordp_core::store::OutboxEntry>> {
+        self.inner.claim_outbox(limit, lease_for, now).await
+    }
+    async fn mark_outbox_delivered(
+        &self,
+        id: nemordp_core::NotificationId,
+        now: Timestamp,
+    ) -> nemordp_core::Result<()> {
+        self.inner.mark_outbox_delivered(id, now).await
+    }
+    async fn retry_outbox(
+        &self,
+        id: nemordp_core::NotificationId,
+        at: Timestamp,
+        e: &str,
+    ) -> nemordp_core::Result<()> {
+        self.inner.retry_outbox(id, at, e).await
+    }
+    async fn outbox_for_order(
+        &self,
+        id: nemordp_core::OrderId,
+    ) -> nemordp_core::Result<Vec<nemordp_core::store::OutboxEntry>> {
+        self.inner.outbox_for_order(id).await
+    }
+    async fn claim_jobs(
+        &self,
+        r: &nemordp_core::store::ClaimRequest,
+    ) -> nemordp_core::Result<Vec<nemordp_core::store::ClaimedJob>> {
+        self.inner.claim_jobs(r).await
+    }
+    async fn heartbeat(
+        &self,
+        l: &nemordp_core::store::Lease,
+        by: Duration,
+        now: Timestamp,
+    ) -> nemordp_core::Result<nemordp_core::store::Lease> {
+        self.inner.heartbeat(l, by, now).await
+    }
+    async fn get_job(
+        &self,
+        id: nemordp_core::JobId,
+    ) -> nemordp_core::Result<Option<nemordp_core::store::Job>> {
+        self.inner.get_job(id).await
+    }
+    async fn jobs_for_order(
+        &self,
+        id: nemordp_core::OrderId,
+    ) -> nemordp_core::Result<Vec<nemordp_core::store::Job>> {
+        self.inner.jobs_for_order(id).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_order_changed_by_the_host_mid_step_is_reread_not_stalled() {
+    let cloud = windows_cloud(20, 30 * MIN);
+    let memory = MemoryStore::new();
+    let store = Arc::new(HostTerminatesMidStep {
+        inner: memory.clone(),
+        fired: false.into(),
+    });
+    let payments = SimPayments::new(Asset::Fiat(Currency::Ngn), SecretString::from("s"));
+    let notifier = RecordingNotifier::new();
+    let p = Provisioner::builder()
+        .store(store)
+        .provider(Arc::new(cloud.clone()))
+        .probe(Arc::new(cloud.rdp_probe()))
+        .payment(Arc::new(payments.clone()))
+        .notifier(Arc::new(notifier.clone()))
+        .catalog(plans())
+        .sealer(key())
+        .clock(Arc::new(TokioClock::starting_at(
+            Timestamp::from_unix_secs(EPOCH_2026),
+        )))
+        .build()
+        .unwrap();
+    let h = Harness {
+        provisioner: p,
+        cloud,
+        payments,
+        notifier,
+        store: memory,
+    };
+    let order = paid_order(&h, "win").await;
+    let started = tokio::time::Instant::now();
+    // One round: the "created" write loses to the host's terminate, the step re-reads and
+    // finishes instead of sitting on its lease.
+    h.provisioner.run_jobs_once().await.unwrap();
+    let provision_job = h
+        .store
+        .jobs_for_order(order.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.kind == nemordp_core::store::JobKind::Provision)
+        .unwrap();
+    assert_eq!(provision_job.state, JobState::Done, "{provision_job:?}");
+    drain(&h.provisioner).await;
+    assert_eq!(
+        h.provisioner.order(order.id).await.unwrap().state,
+        OrderState::Terminated
+    );
+    assert_eq!(
+        h.cloud.live_instances().len(),
+        0,
+        "the machine created meanwhile was left running"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3600));
+}

@@ -33,8 +33,10 @@ use super::{Provisioner, Stage};
 pub(crate) enum Halt {
     /// The crash hook fired: behave like a killed process (write nothing more).
     Crashed,
-    /// Our lease was taken over or a write conflicted: stop before any further side effect.
+    /// Our lease was taken over: stop before any further side effect.
     LeaseLost,
+    /// A record changed under us while our lease still holds: re-read and try again.
+    Stale,
     /// The store failed; the lease will lapse and the job be retried.
     Store(Error),
 }
@@ -144,6 +146,22 @@ impl Provisioner {
             Ok(()) => {}
             Err(Halt::Crashed) => tracing::warn!("crash injected; leaving the lease to lapse"),
             Err(Halt::LeaseLost) => tracing::info!("lease lost; another worker owns the job now"),
+            Err(Halt::Stale) => {
+                // The records kept changing under us; hand the job back to run again at once.
+                let fence = Self::current_lease(&lease).await;
+                let retry = JobOutcome::Retry {
+                    run_at: self.now(),
+                    error: Some("records changed while the job ran".into()),
+                };
+                if let Err(e) = self
+                    .inner
+                    .store
+                    .commit(Batch::new().fenced(&fence).finish(retry), self.now())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not hand the job back; its lease will lapse");
+                }
+            }
             Err(Halt::Store(e)) => {
                 tracing::warn!(error = %e, "store failed; the job will be retried after its lease lapses");
             }
@@ -166,10 +184,32 @@ impl Provisioner {
             return Err(Halt::Crashed);
         }
         let fence = Self::current_lease(lease).await;
-        self.inner
+        match self
+            .inner
             .store
             .commit(batch.fenced(&fence), self.now())
-            .await?;
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Conflict => {
+                // Lost lease, or a compare-and-set that lost to another writer? A heartbeat
+                // tells them apart.
+                let mut held = lease.lock().await;
+                return match self
+                    .inner
+                    .store
+                    .heartbeat(&held, self.inner.config.lease_for, self.now())
+                    .await
+                {
+                    Ok(renewed) => {
+                        *held = renewed;
+                        Err(Halt::Stale)
+                    }
+                    Err(_) => Err(Halt::LeaseLost),
+                };
+            }
+            Err(e) => return Err(Halt::Store(e)),
+        }
         if self.crash(order_id, "after_commit") {
             return Err(Halt::Crashed);
         }
@@ -304,20 +344,50 @@ impl Provisioner {
         order.transition(event, self.now())
     }
 
-    /// Drives a paid order through its steps until it has to wait or is done.
+    /// Drives a paid order through its steps until it has to wait or is done. A write that
+    /// lost a compare-and-set while the lease still holds (the host changed the order, say)
+    /// re-reads and carries on.
     async fn provision(
         &self,
         order_id: OrderId,
         lease: &tokio::sync::Mutex<Lease>,
         paid_at: Timestamp,
     ) -> StepResult<()> {
-        let store = self.inner.store.clone();
+        let mut stale = 0;
         loop {
+            match self.provision_step(order_id, lease, paid_at).await {
+                Ok(Next::Continue) => {}
+                Ok(Next::Wait | Next::Finished) => return Ok(()),
+                Err(Halt::Stale) if stale < 8 => stale += 1,
+                Err(Halt::Stale) => return Err(Halt::LeaseLost),
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// One step of [`Provisioner::provision`].
+    async fn provision_step(
+        &self,
+        order_id: OrderId,
+        lease: &tokio::sync::Mutex<Lease>,
+        paid_at: Timestamp,
+    ) -> StepResult<Next> {
+        let store = self.inner.store.clone();
+        {
             let Some(mut order) = store.get_order(order_id).await? else {
-                return self
-                    .reschedule(order_id, lease, Batch::new(), self.now(), None)
-                    .await
-                    .and(Ok(()));
+                // A job for an order that does not exist: nothing can ever make it run.
+                tracing::error!("provisioning job for a missing order");
+                let failed = JobOutcome::Failed {
+                    error: format!("order {order_id} not found"),
+                };
+                self.commit_step(
+                    order_id,
+                    lease,
+                    Batch::new().finish(failed),
+                    "before_commit:failed",
+                )
+                .await?;
+                return Ok(Next::Finished);
             };
             // The job span carries the step the order is in; every event below inherits it.
             let step_name = match &order.state {
@@ -334,7 +404,7 @@ impl Provisioner {
                             format!("plan {} is no longer in the catalog", order.plan_id),
                         );
                         self.escalate(&order, lease, reason).await?;
-                        return Ok(());
+                        return Ok(Next::Finished);
                     };
                     let record = store.get_instance(order_id).await?;
                     let Some(record) = record else {
@@ -344,7 +414,7 @@ impl Provisioner {
                             "provisioning without an instance record",
                         );
                         self.escalate(&order, lease, reason).await?;
-                        return Ok(());
+                        return Ok(Next::Finished);
                     };
                     match step {
                         ProvisionStep::IntentRecorded => {
@@ -400,10 +470,7 @@ impl Provisioner {
                     Next::Finished
                 }
             };
-            match next {
-                Next::Continue => {}
-                Next::Wait | Next::Finished => return Ok(()),
-            }
+            Ok(next)
         }
     }
 
