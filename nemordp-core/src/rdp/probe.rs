@@ -54,14 +54,9 @@ impl Negotiation {
 }
 
 /// Why bytes were not a Connection Confirm.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct NotRdp(pub &'static str);
-
-impl fmt::Display for NotRdp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
-}
 
 /// The TPKT packet length announced by a 4-byte header, or why the header is not TPKT.
 pub fn tpkt_length(header: [u8; 4]) -> Result<usize, NotRdp> {
