@@ -66,11 +66,13 @@ async fn begin_write(
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: sqlx::Pool<Db>,
+    memory: bool,
 }
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
+            .field("in_memory", &self.memory)
             .field("connections", &self.pool.size())
             .finish_non_exhaustive()
     }
@@ -84,17 +86,29 @@ impl SqliteStore {
     pub async fn connect(url: &str) -> nemordp_core::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| crate::sql::db_err(NAME, "connect", e))?;
-        Self::connect_with(options).await
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        Self::open(options, memory).await
     }
 
-    /// Like [`Self::connect`] with explicit options (WAL mode, a busy timeout and
+    /// Like [`Self::connect`] with explicit options (WAL mode for files, a busy timeout and
     /// create-if-missing are applied on top).
     pub async fn connect_with(options: SqliteConnectOptions) -> nemordp_core::Result<Self> {
-        let memory = options
-            .get_filename()
-            .to_string_lossy()
-            .contains(":memory:")
-            || options.get_filename().as_os_str().is_empty();
+        Self::open(options, false).await
+    }
+
+    /// True for an in-memory database (held in one connection the pool never closes).
+    pub fn is_in_memory(&self) -> bool {
+        self.memory
+    }
+
+    async fn open(options: SqliteConnectOptions, memory: bool) -> nemordp_core::Result<Self> {
+        // `sqlite::memory:` parses to a private shared-cache name `file:sqlx-in-memory-N`.
+        let filename = options.get_filename().to_string_lossy().into_owned();
+        let memory = memory
+            || filename.contains(":memory:")
+            || filename.contains("sqlx-in-memory")
+            || filename.contains("mode=memory")
+            || filename.is_empty();
         let options = options
             .create_if_missing(true)
             .busy_timeout(std::time::Duration::from_secs(10))
@@ -119,7 +133,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| crate::sql::db_err(NAME, "connect", e))?;
-        let store = Self { pool };
+        let store = Self { pool, memory };
         store.migrate().await?;
         Ok(store)
     }

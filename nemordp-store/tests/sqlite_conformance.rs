@@ -58,6 +58,12 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
     {
         let store = SqliteStore::connect(&url).await.unwrap();
         assert_eq!(store.name(), "sqlite");
+        assert!(!store.is_in_memory());
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
         store
             .commit(Batch::new().insert_order(o.clone()), t)
             .await
@@ -96,6 +102,8 @@ async fn a_database_from_a_newer_binary_is_refused() {
 #[tokio::test]
 async fn corrupt_rows_are_typed_errors_naming_table_and_row() {
     let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    assert!(store.is_in_memory());
+    assert_eq!(store.pool().options().get_max_connections(), 1);
     let t = Timestamp::from_unix_secs(1_000);
     let o = order(t);
     let job = Job::new(JobKind::Provision, o.id, t);
