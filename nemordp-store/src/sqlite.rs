@@ -96,6 +96,18 @@ impl SqliteStore {
         Self::open(options, false).await
     }
 
+    /// Wraps an existing pool (configured by the caller: WAL, busy timeout, pool size) and
+    /// applies the embedded migrations. For an in-memory database the pool must keep exactly
+    /// one connection open forever.
+    pub async fn from_pool(pool: sqlx::SqlitePool) -> nemordp_core::Result<Self> {
+        let store = Self {
+            pool,
+            memory: false,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
     /// True for an in-memory database (held in one connection the pool never closes).
     pub fn is_in_memory(&self) -> bool {
         self.memory
