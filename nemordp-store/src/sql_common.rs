@@ -554,7 +554,24 @@ impl This {
             .bind(data)
             .execute(&mut **tx)
             .await
-            .map_err(dbe)?;
+            .map_err(|e| {
+                // A concurrent commit took the id or the reference since the checks above.
+                let unique = matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation());
+                let mapped = dbe(e);
+                if unique {
+                    err(
+                        NAME,
+                        ErrorKind::AlreadyExists,
+                        OP,
+                        format!(
+                            "payment {} or reference {}:{} was taken concurrently",
+                            payment.id, payment.method, payment.reference
+                        ),
+                    )
+                } else {
+                    mapped
+                }
+            })?;
         } else {
             let updated = sqlx::query(
                 "UPDATE payments SET order_id = $1, method = $2, reference = $3, version = $4, \

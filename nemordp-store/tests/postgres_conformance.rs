@@ -176,6 +176,54 @@ async fn two_pools_claiming_concurrently_never_share_a_job() {
     server.cleanup().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_commits_from_two_pools_have_one_winner() {
+    let Some(server) = Server::get().await else {
+        return;
+    };
+    let options = server.schema().await;
+    let a = PostgresStore::connect_with(options.clone()).await.unwrap();
+    let b = PostgresStore::connect_with(options).await.unwrap();
+    let t = Timestamp::from_unix_secs(1_000);
+    let o = order(t);
+    a.commit(Batch::new().insert_order(o.clone()), t)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (o, key) = (o.clone(), format!("evt-{}", i % 4));
+        tasks.push(tokio::spawn(async move {
+            // Same order version from every task: one CAS may win.
+            let cas = store.commit(Batch::new().update_order(o), t).await;
+            // Four distinct events, four racers each: one record per event.
+            let dedupe = store
+                .commit(Batch::new().dedupe("race", key), t)
+                .await
+                .unwrap();
+            (cas.map_err(|e| e.kind()), dedupe)
+        }));
+    }
+    let mut wins = 0;
+    let mut applied = 0;
+    for task in tasks {
+        let (cas, dedupe) = task.await.unwrap();
+        match cas {
+            Ok(_) => wins += 1,
+            Err(kind) => assert_eq!(kind, ErrorKind::Conflict),
+        }
+        if dedupe == nemordp_core::store::CommitOutcome::Applied {
+            applied += 1;
+        }
+    }
+    assert_eq!(wins, 1, "exactly one compare-and-set wins");
+    assert_eq!(applied, 4, "each inbound event is recorded once");
+    assert_eq!(a.get_order(o.id).await.unwrap().unwrap().version, 1);
+    a.pool().close().await;
+    b.pool().close().await;
+    server.cleanup().await;
+}
+
 #[tokio::test]
 async fn postgres_migrations_refuse_a_newer_schema_and_corrupt_rows_are_typed() {
     let Some(server) = Server::get().await else {

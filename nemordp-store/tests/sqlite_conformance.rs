@@ -148,3 +148,43 @@ async fn corrupt_rows_are_typed_errors_naming_table_and_row() {
     assert_eq!(err.kind(), ErrorKind::Unexpected);
     assert!(err.message().contains("attempt"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_commits_from_two_stores_on_one_file_have_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = url(&dir, "race.db");
+    let a = SqliteStore::connect(&url).await.unwrap();
+    let b = SqliteStore::connect(&url).await.unwrap();
+    let t = Timestamp::from_unix_secs(1_000);
+    let o = order(t);
+    a.commit(Batch::new().insert_order(o.clone()), t)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (o, key) = (o.clone(), format!("evt-{}", i % 4));
+        tasks.push(tokio::spawn(async move {
+            let cas = store.commit(Batch::new().update_order(o), t).await;
+            let dedupe = store
+                .commit(Batch::new().dedupe("race", key), t)
+                .await
+                .unwrap();
+            (cas.map_err(|e| e.kind()), dedupe)
+        }));
+    }
+    let (mut wins, mut applied) = (0, 0);
+    for task in tasks {
+        let (cas, dedupe) = task.await.unwrap();
+        match cas {
+            Ok(_) => wins += 1,
+            Err(kind) => assert_eq!(kind, ErrorKind::Conflict),
+        }
+        if dedupe == nemordp_core::store::CommitOutcome::Applied {
+            applied += 1;
+        }
+    }
+    assert_eq!(wins, 1, "exactly one compare-and-set wins");
+    assert_eq!(applied, 4, "each inbound event is recorded once");
+    assert_eq!(a.get_order(o.id).await.unwrap().unwrap().version, 1);
+}
