@@ -1,0 +1,105 @@
+//! [`PostgresStore`]: the [`Store`](nemordp_core::Store) contract on PostgreSQL (row locks for
+//! fencing, `FOR UPDATE SKIP LOCKED` claims so concurrent workers never wait on each other).
+
+use std::{fmt, str::FromStr};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::sql::Migration;
+
+type Db = sqlx::Postgres;
+type DbRow = sqlx::postgres::PgRow;
+type This = PostgresStore;
+
+/// Backend name reported by the store and its errors.
+const NAME: &str = "postgres";
+
+/// The embedded, forward-only migrations.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "initial",
+    sql: include_str!("../migrations/postgres/0001_initial.sql"),
+}];
+
+/// Serialises concurrent migrators of one schema.
+const MIGRATION_LOCK_SQL: &str =
+    "SELECT pg_advisory_xact_lock(74116982, hashtext(current_schema()))::text";
+
+/// Locks the job row, so a concurrent claim skips it until this batch commits.
+const FENCE_SQL: &str = "SELECT id FROM jobs WHERE id = $1 AND lease_owner = $2 \
+     AND lease_epoch = $3 AND state = 'running' FOR UPDATE";
+
+const CLAIM_JOBS_SQL: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+     lease_owner = $1, lease_epoch = lease_epoch + 1, lease_until = $2, updated_at = $3 \
+     WHERE id IN (SELECT id FROM jobs WHERE (state = 'queued' AND run_at <= $3) \
+     OR (state = 'running' AND (lease_until IS NULL OR lease_until <= $3)) \
+     ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, kind, order_id, unique_key, state, run_at, attempt, lease_owner, \
+     lease_epoch, lease_until, last_error, note, created_at, updated_at";
+
+const CLAIM_OUTBOX_SQL: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1 \
+     WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
+     ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, order_id, kind, created_at, attempts, next_attempt_at, delivered_at, last_error";
+
+async fn begin_write(
+    pool: &sqlx::Pool<Db>,
+    operation: &'static str,
+) -> nemordp_core::Result<sqlx::Transaction<'static, Db>> {
+    pool.begin()
+        .await
+        .map_err(|e| crate::sql::db_err(NAME, operation, e))
+}
+
+/// A [`Store`](nemordp_core::Store) on PostgreSQL.
+///
+/// ```no_run
+/// # async fn demo() -> nemordp_core::Result<()> {
+/// use nemordp_store::PostgresStore;
+///
+/// let store = PostgresStore::connect("postgres://nemordp@127.0.0.1:5432/nemordp").await?;
+/// # let _ = store;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: sqlx::Pool<Db>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("connections", &self.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and applies the embedded migrations.
+    pub async fn connect(url: &str) -> nemordp_core::Result<Self> {
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| crate::sql::db_err(NAME, "connect", e))?;
+        Self::connect_with(options).await
+    }
+
+    /// Like [`Self::connect`] with explicit options, e.g. a `search_path` for a schema:
+    /// `options.options([("search_path", "tenant_a")])`.
+    pub async fn connect_with(options: PgConnectOptions) -> nemordp_core::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(|e| crate::sql::db_err(NAME, "connect", e))?;
+        Self::from_pool(pool).await
+    }
+
+    /// Wraps an existing pool and applies the embedded migrations.
+    pub async fn from_pool(pool: sqlx::PgPool) -> nemordp_core::Result<Self> {
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+}
+
+include!("sql_common.rs");

@@ -1,0 +1,989 @@
+// Shared body of the SQL stores, `include!`d by `sqlite.rs` and `postgres.rs`. Each includer
+// defines `Db`, `DbRow`, `NAME`, `MIGRATIONS`, `FENCE_SQL`, `CLAIM_JOBS_SQL`,
+// `CLAIM_OUTBOX_SQL`, `MIGRATION_LOCK_SQL`, `begin_write` and the store type `This` with a
+// `pool` field. The SQL uses `$n` placeholders, which both drivers accept.
+
+use std::time::Duration;
+
+use nemordp_core::{
+    ErrorKind, JobId, NotificationId, OrderId, PaymentId, Result, Store, Timestamp,
+    order::Order,
+    payment::Payment,
+    store::{
+        Batch, ClaimRequest, ClaimedJob, CommitOutcome, InstanceRecord, Job, JobOutcome, JobState,
+        Lease, LeaseInfo, OrderQuery, OrderWrite, OutboxEntry, PaymentWrite, SealedCredentials,
+    },
+};
+use sqlx::{Row as _, pool::Pool};
+
+use crate::sql::{
+    corrupt, db_err, enum_name, err, from_enum_name, from_json, ms, page_limit, parse_id, to_i64,
+    to_json, to_u32, to_u64, too_new, ts,
+};
+
+type Tx = sqlx::Transaction<'static, Db>;
+
+const JOB_COLUMNS: &str = "id, kind, order_id, unique_key, state, run_at, attempt, lease_owner, \
+     lease_epoch, lease_until, last_error, note, created_at, updated_at";
+const OUTBOX_COLUMNS: &str =
+    "id, order_id, kind, created_at, attempts, next_attempt_at, delivered_at, last_error";
+
+fn get<'r, T>(row: &'r DbRow, op: &'static str, table: &str, column: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Db> + sqlx::Type<Db>,
+{
+    row.try_get::<T, _>(column).map_err(|e| {
+        let id: String = row
+            .try_get::<String, _>(0)
+            .unwrap_or_else(|_| "?".to_owned());
+        corrupt(NAME, op, table, &id, column, e)
+    })
+}
+
+fn decode_order(row: &DbRow, op: &'static str) -> Result<Order> {
+    let id: String = get(row, op, "orders", "id")?;
+    let data: String = get(row, op, "orders", "data")?;
+    let version: i64 = get(row, op, "orders", "version")?;
+    let mut order: Order = from_json(NAME, op, "orders", &id, "data", &data)?;
+    order.version = to_u64(NAME, op, "orders", &id, "version", version)?;
+    Ok(order)
+}
+
+fn decode_payment(row: &DbRow, op: &'static str) -> Result<Payment> {
+    let id: String = get(row, op, "payments", "id")?;
+    let data: String = get(row, op, "payments", "data")?;
+    let version: i64 = get(row, op, "payments", "version")?;
+    let mut payment: Payment = from_json(NAME, op, "payments", &id, "data", &data)?;
+    payment.version = to_u64(NAME, op, "payments", &id, "version", version)?;
+    Ok(payment)
+}
+
+fn decode_instance(row: &DbRow, op: &'static str) -> Result<InstanceRecord> {
+    let id: String = get(row, op, "instances", "order_id")?;
+    let data: String = get(row, op, "instances", "data")?;
+    let sealed: Option<Vec<u8>> = get(row, op, "instances", "sealed_password")?;
+    let mut record: InstanceRecord = from_json(NAME, op, "instances", &id, "data", &data)?;
+    record.sealed_password = sealed;
+    Ok(record)
+}
+
+fn decode_credentials(row: &DbRow, op: &'static str) -> Result<SealedCredentials> {
+    const T: &str = "credentials";
+    let id: String = get(row, op, T, "order_id")?;
+    Ok(SealedCredentials::new(
+        parse_id(NAME, op, T, &id, "order_id", &id)?,
+        get::<String>(row, op, T, "username")?,
+        get::<String>(row, op, T, "key_id")?,
+        get::<Vec<u8>>(row, op, T, "sealed_password")?,
+        ts(get(row, op, T, "created_at")?),
+    ))
+}
+
+fn decode_outbox(row: &DbRow, op: &'static str) -> Result<OutboxEntry> {
+    const T: &str = "outbox";
+    let id: String = get(row, op, T, "id")?;
+    let order_id: String = get(row, op, T, "order_id")?;
+    let kind: String = get(row, op, T, "kind")?;
+    let mut entry = OutboxEntry::new(
+        parse_id(NAME, op, T, &id, "order_id", &order_id)?,
+        from_json(NAME, op, T, &id, "kind", &kind)?,
+        ts(get(row, op, T, "created_at")?),
+    );
+    entry.id = parse_id(NAME, op, T, &id, "id", &id)?;
+    entry.attempts = to_u32(NAME, op, T, &id, "attempts", get(row, op, T, "attempts")?)?;
+    entry.next_attempt_at = ts(get(row, op, T, "next_attempt_at")?);
+    entry.delivered_at = get::<Option<i64>>(row, op, T, "delivered_at")?.map(ts);
+    entry.last_error = get(row, op, T, "last_error")?;
+    Ok(entry)
+}
+
+fn decode_job(row: &DbRow, op: &'static str) -> Result<Job> {
+    const T: &str = "jobs";
+    let id: String = get(row, op, T, "id")?;
+    let kind: String = get(row, op, T, "kind")?;
+    let order_id: String = get(row, op, T, "order_id")?;
+    let state: String = get(row, op, T, "state")?;
+    let mut job = Job::new(
+        from_enum_name(NAME, op, T, &id, "kind", &kind)?,
+        parse_id(NAME, op, T, &id, "order_id", &order_id)?,
+        ts(get(row, op, T, "run_at")?),
+    );
+    job.id = parse_id(NAME, op, T, &id, "id", &id)?;
+    job.unique_key = get(row, op, T, "unique_key")?;
+    job.state = from_enum_name(NAME, op, T, &id, "state", &state)?;
+    job.attempt = to_u32(NAME, op, T, &id, "attempt", get(row, op, T, "attempt")?)?;
+    let owner: Option<String> = get(row, op, T, "lease_owner")?;
+    let epoch = to_u64(
+        NAME,
+        op,
+        T,
+        &id,
+        "lease_epoch",
+        get(row, op, T, "lease_epoch")?,
+    )?;
+    let until: Option<i64> = get(row, op, T, "lease_until")?;
+    job.lease = match (owner, until) {
+        (Some(owner), Some(until)) => Some(LeaseInfo {
+            owner,
+            epoch,
+            expires_at: ts(until),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(corrupt(
+                NAME,
+                op,
+                T,
+                &id,
+                "lease_owner",
+                "lease_owner and lease_until must be set together",
+            ));
+        }
+    };
+    job.last_error = get(row, op, T, "last_error")?;
+    job.note = get(row, op, T, "note")?;
+    job.created_at = ts(get(row, op, T, "created_at")?);
+    job.updated_at = ts(get(row, op, T, "updated_at")?);
+    Ok(job)
+}
+
+fn job_state_name(state: JobState) -> Result<String> {
+    enum_name(NAME, "commit", &state)
+}
+
+/// Runs the embedded migrations on `pool` after refusing a database newer than this binary.
+async fn run_migrations(pool: &Pool<Db>) -> Result<()> {
+    const OP: &str = "migrate";
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    let mut tx = begin_write(pool, OP).await?;
+    if !MIGRATION_LOCK_SQL.is_empty() {
+        sqlx::query(MIGRATION_LOCK_SQL)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_err(NAME, OP, e))?;
+    }
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS nemordp_migrations (version BIGINT PRIMARY KEY NOT NULL, \
+         description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| db_err(NAME, OP, e))?;
+    let applied: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM nemordp_migrations")
+        .fetch_one(&mut *tx)
+        .await
+        .and_then(|row| row.try_get::<Option<i64>, _>(0))
+        .map_err(|e| db_err(NAME, OP, e))?;
+    let applied = applied.unwrap_or(0);
+    if applied > known {
+        return Err(too_new(NAME, applied, known));
+    }
+    let now = ms(Timestamp::from_system_time(std::time::SystemTime::now()));
+    for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
+        sqlx::raw_sql(migration.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_err(NAME, OP, e))?;
+        sqlx::query(
+            "INSERT INTO nemordp_migrations (version, description, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(migration.version)
+        .bind(migration.description)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?;
+    }
+    tx.commit().await.map_err(|e| db_err(NAME, OP, e))
+}
+
+impl This {
+    /// The schema version this binary knows (the newest embedded migration).
+    pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+    /// Applies any embedded migrations not yet applied (forward only). Refuses, with
+    /// [`ErrorKind::InvalidConfig`], a database whose applied migrations are newer than this
+    /// binary knows. [`Self::connect`] already calls this.
+    pub async fn migrate(&self) -> Result<()> {
+        run_migrations(&self.pool).await
+    }
+
+    /// The connection pool (for maintenance queries; writes should go through [`Store`]).
+    pub fn pool(&self) -> &Pool<Db> {
+        &self.pool
+    }
+
+    /// Stages and writes a batch inside `tx`, in the same order of checks as `MemoryStore`.
+    /// `Ok(false)` means the inbound event was a duplicate.
+    async fn apply(tx: &mut Tx, batch: &Batch, now: Timestamp) -> Result<bool> {
+        const OP: &str = "commit";
+        let dbe = |e| db_err(NAME, OP, e);
+        if batch.finish_job.is_some() && batch.fence.is_none() {
+            return Err(err(
+                NAME,
+                ErrorKind::InvalidInput,
+                OP,
+                "finish_job requires a fenced batch",
+            ));
+        }
+        // (a) Fence.
+        if let Some(lease) = &batch.fence {
+            let held = sqlx::query(FENCE_SQL)
+                .bind(lease.job_id.to_string())
+                .bind(&lease.owner)
+                .bind(to_i64(NAME, OP, lease.epoch)?)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(dbe)?;
+            if held.is_none() {
+                return Err(err(
+                    NAME,
+                    ErrorKind::Conflict,
+                    OP,
+                    format!(
+                        "lease lost: job {} is no longer held by {} at epoch {}",
+                        lease.job_id, lease.owner, lease.epoch
+                    ),
+                ));
+            }
+        }
+        // (b) Inbound-event dedupe.
+        if let Some((source, key)) = &batch.inbound_event {
+            let inserted = sqlx::query(
+                "INSERT INTO inbound_events (source, event_key, received_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(source)
+            .bind(key)
+            .bind(ms(now))
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?
+            .rows_affected();
+            if inserted == 0 {
+                return Ok(false);
+            }
+        }
+        // (c) Orders, in sequence.
+        for write in &batch.orders {
+            Self::write_order(tx, write).await?;
+        }
+        // (c) Payments, in sequence.
+        for write in &batch.payments {
+            Self::write_payment(tx, write).await?;
+        }
+        // (d) Instances and credentials: upserts.
+        for record in &batch.instances {
+            let mut data = record.clone();
+            data.sealed_password = None;
+            sqlx::query(
+                "INSERT INTO instances (order_id, sealed_password, updated_at, data) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO UPDATE SET \
+                 sealed_password = excluded.sealed_password, updated_at = excluded.updated_at, \
+                 data = excluded.data",
+            )
+            .bind(record.order_id.to_string())
+            .bind(record.sealed_password.clone())
+            .bind(ms(record.updated_at))
+            .bind(to_json(NAME, OP, &data)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?;
+        }
+        for creds in &batch.credentials {
+            sqlx::query(
+                "INSERT INTO credentials (order_id, username, key_id, sealed_password, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id) DO UPDATE SET \
+                 username = excluded.username, key_id = excluded.key_id, \
+                 sealed_password = excluded.sealed_password, created_at = excluded.created_at",
+            )
+            .bind(creds.order_id.to_string())
+            .bind(&creds.username)
+            .bind(&creds.key_id)
+            .bind(creds.sealed_password.clone())
+            .bind(ms(creds.created_at))
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?;
+        }
+        // (e) Outbox ids must be new.
+        for entry in &batch.outbox {
+            let inserted = sqlx::query(
+                "INSERT INTO outbox (id, order_id, kind, created_at, attempts, next_attempt_at, \
+                 delivered_at, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(entry.id.to_string())
+            .bind(entry.order_id.to_string())
+            .bind(to_json(NAME, OP, &entry.kind)?)
+            .bind(ms(entry.created_at))
+            .bind(i64::from(entry.attempts))
+            .bind(ms(entry.next_attempt_at))
+            .bind(entry.delivered_at.map(ms))
+            .bind(entry.last_error.clone())
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(err(
+                    NAME,
+                    ErrorKind::AlreadyExists,
+                    OP,
+                    format!("outbox entry {} already exists", entry.id),
+                ));
+            }
+        }
+        // (f) Jobs: a taken unique key skips the job; a taken id is an error.
+        for job in &batch.jobs {
+            Self::insert_job(tx, job).await?;
+        }
+        // (g) Finish the fenced job.
+        if let (Some(lease), Some(outcome)) = (&batch.fence, &batch.finish_job) {
+            let (state, run_at, error) = match outcome {
+                JobOutcome::Done => (JobState::Done, None, None),
+                JobOutcome::Retry { run_at, error } => {
+                    (JobState::Queued, Some(ms(*run_at)), Some(error.clone()))
+                }
+                JobOutcome::Failed { error } => (JobState::Failed, None, Some(Some(error.clone()))),
+                _ => {
+                    return Err(err(
+                        NAME,
+                        ErrorKind::InvalidInput,
+                        OP,
+                        "unknown job outcome",
+                    ));
+                }
+            };
+            sqlx::query(
+                "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, updated_at = $1, \
+                 state = $2, run_at = COALESCE($3, run_at), \
+                 last_error = CASE WHEN $4 THEN $5 ELSE last_error END WHERE id = $6",
+            )
+            .bind(ms(now))
+            .bind(job_state_name(state)?)
+            .bind(run_at)
+            .bind(error.is_some())
+            .bind(error.flatten())
+            .bind(lease.job_id.to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?;
+        }
+        Ok(true)
+    }
+
+    async fn write_order(tx: &mut Tx, write: &OrderWrite) -> Result<()> {
+        const OP: &str = "commit";
+        let dbe = |e| db_err(NAME, OP, e);
+        match write {
+            OrderWrite::Insert(order) => {
+                let inserted = sqlx::query(
+                    "INSERT INTO orders (id, state_kind, version, created_at, updated_at, data) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(order.id.to_string())
+                .bind(enum_name(NAME, OP, &order.state.kind())?)
+                .bind(to_i64(NAME, OP, order.version)?)
+                .bind(ms(order.created_at))
+                .bind(ms(order.updated_at))
+                .bind(to_json(NAME, OP, order)?)
+                .execute(&mut **tx)
+                .await
+                .map_err(dbe)?
+                .rows_affected();
+                if inserted == 0 {
+                    return Err(err(
+                        NAME,
+                        ErrorKind::AlreadyExists,
+                        OP,
+                        format!("order {} already exists", order.id),
+                    ));
+                }
+            }
+            OrderWrite::Update(order) => {
+                let mut next = order.clone();
+                next.version = order.version.saturating_add(1);
+                let updated = sqlx::query(
+                    "UPDATE orders SET state_kind = $1, version = $2, updated_at = $3, data = $4 \
+                     WHERE id = $5 AND version = $6",
+                )
+                .bind(enum_name(NAME, OP, &next.state.kind())?)
+                .bind(to_i64(NAME, OP, next.version)?)
+                .bind(ms(next.updated_at))
+                .bind(to_json(NAME, OP, &next)?)
+                .bind(order.id.to_string())
+                .bind(to_i64(NAME, OP, order.version)?)
+                .execute(&mut **tx)
+                .await
+                .map_err(dbe)?
+                .rows_affected();
+                if updated == 0 {
+                    let current: Option<i64> =
+                        sqlx::query("SELECT version FROM orders WHERE id = $1")
+                            .bind(order.id.to_string())
+                            .fetch_optional(&mut **tx)
+                            .await
+                            .and_then(|row| row.map(|r| r.try_get::<i64, _>(0)).transpose())
+                            .map_err(dbe)?;
+                    return Err(match current {
+                        None => err(
+                            NAME,
+                            ErrorKind::NotFound,
+                            OP,
+                            format!("order {} not found", order.id),
+                        ),
+                        Some(v) => err(
+                            NAME,
+                            ErrorKind::Conflict,
+                            OP,
+                            format!(
+                                "order {} is at version {v}, not {}",
+                                order.id, order.version
+                            ),
+                        ),
+                    });
+                }
+            }
+            _ => {
+                return Err(err(
+                    NAME,
+                    ErrorKind::InvalidInput,
+                    OP,
+                    "unknown order write",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_payment(tx: &mut Tx, write: &PaymentWrite) -> Result<()> {
+        const OP: &str = "commit";
+        let dbe = |e| db_err(NAME, OP, e);
+        let (payment, insert) = match write {
+            PaymentWrite::Insert(p) => (p, true),
+            PaymentWrite::Update(p) => (p, false),
+            _ => {
+                return Err(err(
+                    NAME,
+                    ErrorKind::InvalidInput,
+                    OP,
+                    "unknown payment write",
+                ));
+            }
+        };
+        let id = payment.id.to_string();
+        let current: Option<i64> = sqlx::query("SELECT version FROM payments WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&mut **tx)
+            .await
+            .and_then(|row| row.map(|r| r.try_get::<i64, _>(0)).transpose())
+            .map_err(dbe)?;
+        let mut next = payment.clone();
+        if insert {
+            if current.is_some() {
+                return Err(err(
+                    NAME,
+                    ErrorKind::AlreadyExists,
+                    OP,
+                    format!("payment {} already exists", payment.id),
+                ));
+            }
+        } else {
+            let Some(current) = current else {
+                return Err(err(
+                    NAME,
+                    ErrorKind::NotFound,
+                    OP,
+                    format!("payment {} not found", payment.id),
+                ));
+            };
+            if current != to_i64(NAME, OP, payment.version)? {
+                return Err(err(
+                    NAME,
+                    ErrorKind::Conflict,
+                    OP,
+                    format!(
+                        "payment {} is at version {current}, not {}",
+                        payment.id, payment.version
+                    ),
+                ));
+            }
+            next.version = payment.version.saturating_add(1);
+        }
+        let owner: Option<String> = sqlx::query(
+            "SELECT id FROM payments WHERE method = $1 AND reference = $2 AND id <> $3",
+        )
+        .bind(&payment.method)
+        .bind(&payment.reference)
+        .bind(&id)
+        .fetch_optional(&mut **tx)
+        .await
+        .and_then(|row| row.map(|r| r.try_get::<String, _>(0)).transpose())
+        .map_err(dbe)?;
+        if let Some(owner) = owner {
+            let kind = if insert {
+                ErrorKind::AlreadyExists
+            } else {
+                ErrorKind::Conflict
+            };
+            return Err(err(
+                NAME,
+                kind,
+                OP,
+                format!(
+                    "payment reference {}:{} is taken by payment {owner}",
+                    payment.method, payment.reference
+                ),
+            ));
+        }
+        let data = to_json(NAME, OP, &next)?;
+        let version = to_i64(NAME, OP, next.version)?;
+        if insert {
+            sqlx::query(
+                "INSERT INTO payments (id, order_id, method, reference, version, created_at, \
+                 updated_at, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&id)
+            .bind(next.order_id.to_string())
+            .bind(&next.method)
+            .bind(&next.reference)
+            .bind(version)
+            .bind(ms(next.created_at))
+            .bind(ms(next.updated_at))
+            .bind(data)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| {
+                // A concurrent commit took the id or the reference since the checks above.
+                let unique = matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation());
+                let mapped = dbe(e);
+                if unique {
+                    err(
+                        NAME,
+                        ErrorKind::AlreadyExists,
+                        OP,
+                        format!(
+                            "payment {} or reference {}:{} was taken concurrently",
+                            payment.id, payment.method, payment.reference
+                        ),
+                    )
+                } else {
+                    mapped
+                }
+            })?;
+        } else {
+            let updated = sqlx::query(
+                "UPDATE payments SET order_id = $1, method = $2, reference = $3, version = $4, \
+                 created_at = $5, updated_at = $6, data = $7 WHERE id = $8 AND version = $9",
+            )
+            .bind(next.order_id.to_string())
+            .bind(&next.method)
+            .bind(&next.reference)
+            .bind(version)
+            .bind(ms(next.created_at))
+            .bind(ms(next.updated_at))
+            .bind(data)
+            .bind(&id)
+            .bind(to_i64(NAME, OP, payment.version)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(dbe)?
+            .rows_affected();
+            if updated == 0 {
+                return Err(err(
+                    NAME,
+                    ErrorKind::Conflict,
+                    OP,
+                    format!("payment {} changed concurrently", payment.id),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn insert_job(tx: &mut Tx, job: &Job) -> Result<()> {
+        const OP: &str = "commit";
+        let dbe = |e| db_err(NAME, OP, e);
+        if let Some(key) = &job.unique_key {
+            let taken = sqlx::query("SELECT id FROM jobs WHERE unique_key = $1")
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(dbe)?;
+            if taken.is_some() {
+                return Ok(());
+            }
+        }
+        let lease = job.lease.as_ref();
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14) ON CONFLICT DO NOTHING"
+        ))
+        .bind(job.id.to_string())
+        .bind(job.kind.as_str())
+        .bind(job.order_id.to_string())
+        .bind(job.unique_key.clone())
+        .bind(job_state_name(job.state)?)
+        .bind(ms(job.run_at))
+        .bind(i64::from(job.attempt))
+        .bind(lease.map(|l| l.owner.clone()))
+        .bind(to_i64(NAME, OP, lease.map_or(0, |l| l.epoch))?)
+        .bind(lease.map(|l| ms(l.expires_at)))
+        .bind(job.last_error.clone())
+        .bind(job.note.clone())
+        .bind(ms(job.created_at))
+        .bind(ms(job.updated_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(dbe)?
+        .rows_affected();
+        if inserted == 0 {
+            // A concurrent commit may have taken the unique key since the check above.
+            if let Some(key) = &job.unique_key {
+                let taken = sqlx::query("SELECT id FROM jobs WHERE unique_key = $1")
+                    .bind(key)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(dbe)?;
+                if taken.is_some_and(|r| r.try_get::<String, _>(0).ok() != Some(job.id.to_string()))
+                {
+                    return Ok(());
+                }
+            }
+            return Err(err(
+                NAME,
+                ErrorKind::AlreadyExists,
+                OP,
+                format!("job {} already exists", job.id),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for This {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn commit(&self, batch: Batch, now: Timestamp) -> Result<CommitOutcome> {
+        const OP: &str = "commit";
+        let mut tx = begin_write(&self.pool, OP).await?;
+        match Self::apply(&mut tx, &batch, now).await {
+            Ok(true) => {
+                tx.commit().await.map_err(|e| db_err(NAME, OP, e))?;
+                Ok(CommitOutcome::Applied)
+            }
+            Ok(false) => {
+                tx.rollback().await.map_err(|e| db_err(NAME, OP, e))?;
+                Ok(CommitOutcome::Duplicate)
+            }
+            Err(e) => {
+                // Best effort: dropping the transaction rolls back too.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn get_order(&self, id: OrderId) -> Result<Option<Order>> {
+        const OP: &str = "get_order";
+        sqlx::query("SELECT id, data, version FROM orders WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_err(NAME, OP, e))?
+            .map(|row| decode_order(&row, OP))
+            .transpose()
+    }
+
+    async fn list_orders(&self, query: &OrderQuery) -> Result<Vec<Order>> {
+        const OP: &str = "list_orders";
+        let state = query.state.map(|k| enum_name(NAME, OP, &k)).transpose()?;
+        sqlx::query(
+            "SELECT id, data, version FROM orders WHERE ($1 IS NULL OR state_kind = $1) \
+             AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
+        )
+        .bind(state)
+        .bind(query.after.map(|a| a.to_string()))
+        .bind(page_limit(query.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?
+        .iter()
+        .map(|row| decode_order(row, OP))
+        .collect()
+    }
+
+    async fn get_payment(&self, id: PaymentId) -> Result<Option<Payment>> {
+        const OP: &str = "get_payment";
+        sqlx::query("SELECT id, data, version FROM payments WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_err(NAME, OP, e))?
+            .map(|row| decode_payment(&row, OP))
+            .transpose()
+    }
+
+    async fn find_payment(&self, method: &str, reference: &str) -> Result<Option<Payment>> {
+        const OP: &str = "find_payment";
+        sqlx::query("SELECT id, data, version FROM payments WHERE method = $1 AND reference = $2")
+            .bind(method)
+            .bind(reference)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_err(NAME, OP, e))?
+            .map(|row| decode_payment(&row, OP))
+            .transpose()
+    }
+
+    async fn payments_for_order(&self, order_id: OrderId) -> Result<Vec<Payment>> {
+        const OP: &str = "payments_for_order";
+        sqlx::query(
+            "SELECT id, data, version FROM payments WHERE order_id = $1 ORDER BY created_at, id",
+        )
+        .bind(order_id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?
+        .iter()
+        .map(|row| decode_payment(row, OP))
+        .collect()
+    }
+
+    async fn get_instance(&self, order_id: OrderId) -> Result<Option<InstanceRecord>> {
+        const OP: &str = "get_instance";
+        sqlx::query("SELECT order_id, sealed_password, data FROM instances WHERE order_id = $1")
+            .bind(order_id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_err(NAME, OP, e))?
+            .map(|row| decode_instance(&row, OP))
+            .transpose()
+    }
+
+    async fn list_instances(
+        &self,
+        after: Option<OrderId>,
+        limit: u32,
+    ) -> Result<Vec<InstanceRecord>> {
+        const OP: &str = "list_instances";
+        sqlx::query(
+            "SELECT order_id, sealed_password, data FROM instances \
+             WHERE ($1 IS NULL OR order_id > $1) ORDER BY order_id LIMIT $2",
+        )
+        .bind(after.map(|a| a.to_string()))
+        .bind(page_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?
+        .iter()
+        .map(|row| decode_instance(row, OP))
+        .collect()
+    }
+
+    async fn get_credentials(&self, order_id: OrderId) -> Result<Option<SealedCredentials>> {
+        const OP: &str = "get_credentials";
+        sqlx::query(
+            "SELECT order_id, username, key_id, sealed_password, created_at FROM credentials \
+             WHERE order_id = $1",
+        )
+        .bind(order_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?
+        .map(|row| decode_credentials(&row, OP))
+        .transpose()
+    }
+
+    async fn claim_outbox(
+        &self,
+        limit: u32,
+        lease_for: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<OutboxEntry>> {
+        const OP: &str = "claim_outbox";
+        let rows = sqlx::query(CLAIM_OUTBOX_SQL)
+            .bind(ms(now.saturating_add(lease_for)))
+            .bind(ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_err(NAME, OP, e))?;
+        let mut out = rows
+            .iter()
+            .map(|row| decode_outbox(row, OP))
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|e| (e.created_at, e.id));
+        Ok(out)
+    }
+
+    async fn mark_outbox_delivered(&self, id: NotificationId, now: Timestamp) -> Result<()> {
+        const OP: &str = "mark_outbox_delivered";
+        let updated = sqlx::query(
+            "UPDATE outbox SET delivered_at = COALESCE(delivered_at, $1) WHERE id = $2",
+        )
+        .bind(ms(now))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?
+        .rows_affected();
+        if updated == 0 {
+            return Err(err(
+                NAME,
+                ErrorKind::NotFound,
+                OP,
+                format!("outbox entry {id} not found"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn retry_outbox(
+        &self,
+        id: NotificationId,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> Result<()> {
+        const OP: &str = "retry_outbox";
+        let found = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = CASE WHEN delivered_at IS NULL THEN $1 \
+             ELSE next_attempt_at END, last_error = CASE WHEN delivered_at IS NULL THEN $2 \
+             ELSE last_error END WHERE id = $3",
+        )
+        .bind(ms(next_attempt_at))
+        .bind(error)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?
+        .rows_affected();
+        if found == 0 {
+            return Err(err(
+                NAME,
+                ErrorKind::NotFound,
+                OP,
+                format!("outbox entry {id} not found"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn outbox_for_order(&self, order_id: OrderId) -> Result<Vec<OutboxEntry>> {
+        const OP: &str = "outbox_for_order";
+        sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE order_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(order_id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?
+        .iter()
+        .map(|row| decode_outbox(row, OP))
+        .collect()
+    }
+
+    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>> {
+        const OP: &str = "claim_jobs";
+        let now = request.now;
+        let expires_at = now.saturating_add(request.lease_for);
+        let rows = sqlx::query(CLAIM_JOBS_SQL)
+            .bind(&request.owner)
+            .bind(ms(expires_at))
+            .bind(ms(now))
+            .bind(i64::from(request.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_err(NAME, OP, e))?;
+        let mut jobs = rows
+            .iter()
+            .map(|row| decode_job(row, OP))
+            .collect::<Result<Vec<_>>>()?;
+        jobs.sort_by_key(|j| (j.run_at, j.id));
+        jobs.into_iter()
+            .map(|job| {
+                let Some(info) = job.lease.clone() else {
+                    return Err(corrupt(
+                        NAME,
+                        OP,
+                        "jobs",
+                        &job.id.to_string(),
+                        "lease_owner",
+                        "claimed job has no lease",
+                    ));
+                };
+                Ok(ClaimedJob {
+                    lease: Lease {
+                        job_id: job.id,
+                        owner: info.owner,
+                        epoch: info.epoch,
+                        expires_at: info.expires_at,
+                    },
+                    job,
+                })
+            })
+            .collect()
+    }
+
+    async fn heartbeat(&self, lease: &Lease, extend_by: Duration, now: Timestamp) -> Result<Lease> {
+        const OP: &str = "heartbeat";
+        let expires_at = now.saturating_add(extend_by);
+        let updated = sqlx::query(
+            "UPDATE jobs SET lease_until = $1, updated_at = $2 WHERE id = $3 \
+             AND state = 'running' AND lease_owner = $4 AND lease_epoch = $5",
+        )
+        .bind(ms(expires_at))
+        .bind(ms(now))
+        .bind(lease.job_id.to_string())
+        .bind(&lease.owner)
+        .bind(to_i64(NAME, OP, lease.epoch)?)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?
+        .rows_affected();
+        if updated == 0 {
+            return Err(err(
+                NAME,
+                ErrorKind::Conflict,
+                OP,
+                format!(
+                    "lease lost: job {} is no longer held by {} at epoch {}",
+                    lease.job_id, lease.owner, lease.epoch
+                ),
+            ));
+        }
+        Ok(Lease {
+            expires_at,
+            ..lease.clone()
+        })
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
+        const OP: &str = "get_job";
+        sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_err(NAME, OP, e))?
+            .map(|row| decode_job(&row, OP))
+            .transpose()
+    }
+
+    async fn jobs_for_order(&self, order_id: OrderId) -> Result<Vec<Job>> {
+        const OP: &str = "jobs_for_order";
+        sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE order_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(order_id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?
+        .iter()
+        .map(|row| decode_job(row, OP))
+        .collect()
+    }
+}

@@ -1,0 +1,154 @@
+//! [`SqliteStore`]: the [`Store`](nemordp_core::Store) contract on SQLite (WAL mode, one writer
+//! at a time via `BEGIN IMMEDIATE`, single-statement `UPDATE … RETURNING` claims).
+
+use std::{fmt, str::FromStr};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::sql::Migration;
+
+type Db = sqlx::Sqlite;
+type DbRow = sqlx::sqlite::SqliteRow;
+type This = SqliteStore;
+
+/// Backend name reported by the store and its errors.
+const NAME: &str = "sqlite";
+
+/// The embedded, forward-only migrations.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "initial",
+    sql: include_str!("../migrations/sqlite/0001_initial.sql"),
+}];
+
+/// SQLite serialises writers itself (`BEGIN IMMEDIATE`); nothing to lock.
+const MIGRATION_LOCK_SQL: &str = "";
+
+const FENCE_SQL: &str = "SELECT id FROM jobs WHERE id = $1 AND lease_owner = $2 \
+     AND lease_epoch = $3 AND state = 'running'";
+
+const CLAIM_JOBS_SQL: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+     lease_owner = $1, lease_epoch = lease_epoch + 1, lease_until = $2, updated_at = $3 \
+     WHERE id IN (SELECT id FROM jobs WHERE (state = 'queued' AND run_at <= $3) \
+     OR (state = 'running' AND (lease_until IS NULL OR lease_until <= $3)) \
+     ORDER BY run_at, id LIMIT $4) \
+     RETURNING id, kind, order_id, unique_key, state, run_at, attempt, lease_owner, \
+     lease_epoch, lease_until, last_error, note, created_at, updated_at";
+
+const CLAIM_OUTBOX_SQL: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1 \
+     WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
+     ORDER BY created_at, id LIMIT $3) \
+     RETURNING id, order_id, kind, created_at, attempts, next_attempt_at, delivered_at, last_error";
+
+/// A write transaction that takes SQLite's write lock up front, so a read inside it can never
+/// be invalidated by another writer (no `SQLITE_BUSY` upgrade failures).
+async fn begin_write(
+    pool: &sqlx::Pool<Db>,
+    operation: &'static str,
+) -> nemordp_core::Result<sqlx::Transaction<'static, Db>> {
+    pool.begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|e| crate::sql::db_err(NAME, operation, e))
+}
+
+/// A [`Store`](nemordp_core::Store) on SQLite.
+///
+/// ```no_run
+/// # async fn demo() -> nemordp_core::Result<()> {
+/// use nemordp_store::SqliteStore;
+///
+/// let store = SqliteStore::connect("sqlite://nemordp.db").await?; // created if missing
+/// let scratch = SqliteStore::connect("sqlite::memory:").await?;
+/// # let _ = (store, scratch);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: sqlx::Pool<Db>,
+    memory: bool,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("in_memory", &self.memory)
+            .field("connections", &self.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path.db`,
+    /// `sqlite::memory:`) and applies the embedded migrations.
+    ///
+    /// An in-memory database lives in a single connection that the pool never closes.
+    pub async fn connect(url: &str) -> nemordp_core::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| crate::sql::db_err(NAME, "connect", e))?;
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        Self::open(options, memory).await
+    }
+
+    /// Like [`Self::connect`] with explicit options (WAL mode for files, a busy timeout and
+    /// create-if-missing are applied on top).
+    pub async fn connect_with(options: SqliteConnectOptions) -> nemordp_core::Result<Self> {
+        Self::open(options, false).await
+    }
+
+    /// Wraps an existing pool (configured by the caller: WAL, busy timeout, pool size) and
+    /// applies the embedded migrations. For an in-memory database the pool must keep exactly
+    /// one connection open forever.
+    pub async fn from_pool(pool: sqlx::SqlitePool) -> nemordp_core::Result<Self> {
+        let store = Self {
+            pool,
+            memory: false,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// True for an in-memory database (held in one connection the pool never closes).
+    pub fn is_in_memory(&self) -> bool {
+        self.memory
+    }
+
+    async fn open(options: SqliteConnectOptions, memory: bool) -> nemordp_core::Result<Self> {
+        // `sqlite::memory:` parses to a private shared-cache name `file:sqlx-in-memory-N`.
+        let filename = options.get_filename().to_string_lossy().into_owned();
+        let memory = memory
+            || filename.contains(":memory:")
+            || filename.contains("sqlx-in-memory")
+            || filename.contains("mode=memory")
+            || filename.is_empty();
+        let options = options
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .foreign_keys(true);
+        let options = if memory {
+            options
+        } else {
+            options
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+        };
+        let pool_options = if memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(4)
+        };
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(|e| crate::sql::db_err(NAME, "connect", e))?;
+        let store = Self { pool, memory };
+        store.migrate().await?;
+        Ok(store)
+    }
+}
+
+include!("sql_common.rs");
