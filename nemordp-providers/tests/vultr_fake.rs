@@ -1069,3 +1069,104 @@ async fn spec_check_catches_an_unknown_path() {
     check_against_spec(&server).await;
 }
 
+// ----- the real provisioner on the fake -----
+
+#[derive(Debug)]
+struct AlwaysRdp;
+
+#[nemordp_core::async_trait]
+impl nemordp_core::rdp::probe::RdpProbe for AlwaysRdp {
+    async fn probe(&self, _addr: std::net::SocketAddr) -> nemordp_core::rdp::probe::ProbeOutcome {
+        nemordp_core::rdp::probe::ProbeOutcome::Rdp(
+            nemordp_core::rdp::probe::Negotiation::Selected(2),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provisioner_delivers_a_vultr_machine_with_the_create_password() {
+    use nemordp_core::{
+        Asset, Currency, Money,
+        order::{Customer, OrderState},
+        plan::{Plan, PlanCatalog},
+        provisioner::{Provisioner, ProvisionerConfig},
+        seal::Sealer,
+        secrecy::SecretString,
+        sim::{notify::RecordingNotifier, payments::SimPayments, store::MemoryStore},
+    };
+    let fake = Fake::default();
+    fake.with(|s| s.boot_after = Duration::from_millis(200));
+    let server = start(&fake).await;
+    let payments = SimPayments::new(Asset::Fiat(Currency::Usd), SecretString::from("whsec_t"));
+    let mut config = ProvisionerConfig::default();
+    config.provider_poll_initial = Duration::from_millis(50);
+    config.provider_poll_max = Duration::from_millis(100);
+    config.probe_interval = Duration::from_millis(50);
+    config.idle_poll = Duration::from_millis(10);
+    config.retry_initial = Duration::from_millis(20);
+    config.retry_max = Duration::from_millis(100);
+    config.lookup_interval = Duration::from_millis(50);
+    let catalog = PlanCatalog::from_plans([Plan::new(
+        "win",
+        "vultr",
+        OsKind::WindowsServer,
+        "ewr",
+        "vc2-2c-4gb",
+        Money::parse_major(Currency::Usd, "10").unwrap(),
+    )])
+    .unwrap();
+    let provisioner = Provisioner::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .provider(Arc::new(provider(&server)))
+        .probe(Arc::new(AlwaysRdp))
+        .payment(Arc::new(payments.clone()))
+        .notifier(Arc::new(RecordingNotifier::new()))
+        .catalog(catalog)
+        .sealer(Sealer::ephemeral())
+        .config(config)
+        .build()
+        .unwrap();
+    let order = provisioner
+        .place_order(&"win".into(), Customer::new("c1"))
+        .await
+        .unwrap();
+    let payment = provisioner.open_payment(order.id, "sim").await.unwrap();
+    payments.pay_in_full(&payment.reference).unwrap();
+    provisioner.refresh_payment(payment.id).await.unwrap();
+    let done = tokio::time::timeout(
+        Duration::from_secs(30),
+        provisioner.run_until_settled(order.id),
+    )
+    .await
+    .expect("settles within 30 s")
+    .unwrap();
+    assert_eq!(done.state, OrderState::Active, "{done:?}");
+    let details = provisioner.connection_details(order.id).await.unwrap();
+    let (instance, password) = fake.with(|s| {
+        assert_eq!(s.instances.len(), 1, "exactly one machine bought");
+        let i = s.instances[0].clone();
+        let p = s.passwords[&i.id].clone();
+        (i, p)
+    });
+    assert_eq!(instance.label, order.instance_label());
+    // With `user_data` the provisioner sets a password of its own in the first-boot script and
+    // delivers that one; Vultr's `default_password` is only the fallback.
+    let requests = server.received_requests().await.unwrap();
+    let create = requests
+        .iter()
+        .find(|r| r.method.as_str() == "POST" && r.url.path() == "/v2/instances")
+        .unwrap();
+    let body: Value = serde_json::from_slice(&create.body).unwrap();
+    let script = base64::engine::general_purpose::STANDARD
+        .decode(body["user_data"].as_str().expect("a first-boot script"))
+        .unwrap();
+    let script = String::from_utf8(script).unwrap();
+    assert!(!details.password.expose_secret().is_empty());
+    assert_ne!(details.password.expose_secret(), password);
+    assert!(
+        script.contains(details.password.expose_secret()),
+        "the delivered password is the one the script sets"
+    );
+    assert!(details.host.starts_with("203.0.113."), "{}", details.host);
+    check_against_spec(&server).await;
+}
