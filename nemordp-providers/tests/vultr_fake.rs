@@ -1170,3 +1170,32 @@ async fn the_provisioner_delivers_a_vultr_machine_with_the_create_password() {
     assert!(details.host.starts_with("203.0.113."), "{}", details.host);
     check_against_spec(&server).await;
 }
+
+// ----- the same kit against the real Vultr, only on request (it buys machines) -----
+
+#[allow(clippy::unused_async)]
+async fn live_setup() -> Option<(Vultr, CloudKitConfig)> {
+    if std::env::var("NEMORDP_VULTR_LIVE_CONFORMANCE").as_deref() != Ok("1") {
+        eprintln!(
+            "live Vultr conformance skipped: set NEMORDP_VULTR_LIVE_CONFORMANCE=1 and \
+             VULTR_API_KEY to run it (it creates and deletes billed machines)"
+        );
+        return None;
+    }
+    let vultr = VultrBuilder::from_env()
+        .build()
+        .expect("VULTR_API_KEY must be set for the live conformance run");
+    let region = std::env::var("NEMORDP_VULTR_REGION").unwrap_or_else(|_| "ewr".into());
+    let size = std::env::var("NEMORDP_VULTR_PLAN").unwrap_or_else(|_| "vc2-2c-4gb".into());
+    let cfg = CloudKitConfig::new(
+        region,
+        size,
+        OsKind::WindowsServer,
+        Duration::from_secs(120),
+    );
+    Some((vultr, cfg))
+}
+
+mod live {
+    nemordp_core::conformance_cloud!(super::live_setup);
+}
