@@ -7,7 +7,7 @@
 //! ```text
 //! VULTR_API_KEY=... cargo run --example vultr_windows --features vultr
 //! VULTR_API_KEY=... cargo run --example vultr_windows --features vultr -- \
-//!     --region ams --plan vc2-2c-4gb --out /tmp --show-password --delete
+//!     --region ams --plan vc2-2c-4gb --rdp-from 203.0.113.7 --out /tmp --show-password --delete
 //! ```
 
 use std::{io::Write as _, path::PathBuf, sync::Arc, time::Duration};
@@ -31,10 +31,11 @@ struct Args {
     out: PathBuf,
     show_password: bool,
     delete: bool,
+    rdp_from: Option<std::net::IpAddr>,
 }
 
 const USAGE: &str = "usage: vultr_windows [--region ewr] [--plan vc2-2c-4gb] [--out DIR] \
-                     [--show-password] [--delete]";
+                     [--rdp-from IP] [--show-password] [--delete]";
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
@@ -43,6 +44,7 @@ fn args() -> Result<Args, String> {
         out: std::env::temp_dir(),
         show_password: false,
         delete: false,
+        rdp_from: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -52,6 +54,10 @@ fn args() -> Result<Args, String> {
             "--out" => a.out = it.next().ok_or("--out needs a directory")?.into(),
             "--show-password" => a.show_password = true,
             "--delete" => a.delete = true,
+            "--rdp-from" => {
+                let ip = it.next().ok_or("--rdp-from needs your public IP address")?;
+                a.rdp_from = Some(ip.parse().map_err(|_| format!("bad IP address {ip:?}"))?);
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -119,9 +125,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .config(config)
         .build()?;
 
-    let order = provisioner
-        .place_order(&"win".into(), Customer::new("vultr-example"))
-        .await?;
+    let mut customer = Customer::new("vultr-example");
+    if let Some(ip) = args.rdp_from {
+        // the RDP firewall then admits only this address
+        customer = customer.with_ip(ip);
+    }
+    let order = provisioner.place_order(&"win".into(), customer).await?;
     println!(
         "  order     {} (label {})",
         order.id,
