@@ -5,8 +5,15 @@
 //! [`nemordp_core::CloudProvider`]. Without features this crate only re-exports the simulated
 //! cloud, [`SimCloud`].
 //!
-//! The `vultr` and `contabo` features are reserved names today: the clients land with their
-//! issues, and no placeholder type pretends to work before then.
+//! | Feature | Provider | Capabilities |
+//! |---|---|---|
+//! | `vultr` | [`vultr::Vultr`] | password at create, delete, RDP firewall, user data, pages of 500, 10 req/s |
+//!
+//! The `contabo` feature is a reserved name today: its client lands with its issue, and no
+//! placeholder type pretends to work before then.
 #![deny(missing_docs)]
 
 pub use nemordp_core::sim::cloud::SimCloud;
+
+#[cfg(feature = "vultr")]
+pub mod vultr;
