@@ -836,66 +836,6 @@ fn provisioning_reports_metrics_through_the_facade() {
     }
 }
 
-#[test]
-fn traces_name_order_and_step_and_never_a_secret() {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    let (order_id, password) = tracing::subscriber::with_default(subscriber, || {
-        runtime.block_on(async {
-            let h = harness(windows_cloud(18, 30 * MIN));
-            // A lost create and a transient failure make the provisioner log warnings too.
-            h.cloud.push_fault(SimOp::Create, Fault::LostResponse);
-            h.cloud.push_fault(SimOp::Get, Fault::Unavailable);
-            let order = paid_order(&h, "win").await;
-            assert_eq!(
-                h.provisioner
-                    .run_until_settled(order.id)
-                    .await
-                    .unwrap()
-                    .state,
-                OrderState::Active
-            );
-            let password = h
-                .provisioner
-                .connection_details(order.id)
-                .await
-                .unwrap()
-                .password;
-            (order.id, password)
-        })
-    });
-    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    assert!(log.contains(&format!("order_id={order_id}")), "{log}");
-    assert!(log.contains("step=\"intent_recorded\""), "{log}");
-    assert!(log.contains("step=\"booting\""), "{log}");
-    assert!(log.contains("create outcome unknown"), "{log}");
-    assert!(
-        !log.contains(password.expose_secret()),
-        "a password reached the logs"
-    );
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_job_for_a_missing_order_fails_instead_of_spinning() {
     use nemordp_core::store::{Job, StoreExt as _};
