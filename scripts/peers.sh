@@ -62,31 +62,39 @@ apt_peers=(
   /usr/bin/winpr-hash:winpr-utils           # makes the shadow server's password file
 )
 
-missing=()
-for entry in "${apt_peers[@]}"; do
-  path=${entry%%:*}
-  pkg=${entry#*:}
-  [ -x "$path" ] || missing+=("$pkg")
-done
-
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "peers: all present"
-  exit "$status"
-fi
-
-echo "peers: installing ${missing[*]}"
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  export DEBIAN_FRONTEND=noninteractive
-  if apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/tmp/nemordp-peers-apt.log 2>&1; then
-    echo "peers: installed"
-    exit "$status"
+apt_peers_install() {
+  local missing=() entry path pkg
+  for entry in "${apt_peers[@]}"; do
+    path=${entry%%:*}
+    pkg=${entry#*:}
+    [ -x "$path" ] || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "peers: apt peers all present"
+    return 0
   fi
-  tail -20 /tmp/nemordp-peers-apt.log 2>/dev/null
-fi
+  echo "peers: installing ${missing[*]}"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    if apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/tmp/nemordp-peers-apt.log 2>&1; then
+      echo "peers: installed"
+      return 0
+    fi
+    tail -20 /tmp/nemordp-peers-apt.log 2>/dev/null
+  fi
+  if [ "${CI:-}" = "true" ]; then
+    echo "peers: could not install ${missing[*]}; CI requires them" >&2
+    return 1
+  fi
+  echo "peers: could not install ${missing[*]}; tests that need them will skip"
+  return 0
+}
+apt_peers_install || status=1
 
-if [ "${CI:-}" = "true" ]; then
-  echo "peers: could not install ${missing[*]}; CI requires them" >&2
-  exit 1
-fi
-echo "peers: could not install ${missing[*]}; tests that need them will skip"
+# Further peers (anvil, an SMTP sink, ...) each have a script of their own here, written to the
+# same rules: idempotent, and failing only when CI=true and the peer cannot be made available.
+for peer_script in scripts/peers.d/*.sh; do
+  [ -e "$peer_script" ] || continue
+  bash "$peer_script" || status=1
+done
 exit "$status"
