@@ -37,7 +37,7 @@ pub const DEFAULT_MAINNET_URL: &str = "https://blockstream.info/api";
 pub struct BtcBuilder {
     xpub: Option<String>,
     network: Network,
-    network_error: Option<String>,
+    config_error: Option<String>,
     esplora_url: Option<String>,
     allow_http: bool,
     confirmations: u64,
@@ -75,7 +75,7 @@ impl BtcBuilder {
         Self {
             xpub: None,
             network: Network::Bitcoin,
-            network_error: None,
+            config_error: None,
             esplora_url: None,
             allow_http: false,
             confirmations: 1,
@@ -107,7 +107,7 @@ impl BtcBuilder {
         if let Ok(v) = std::env::var("BTC_NETWORK") {
             match parse_network(&v) {
                 Ok(n) => b = b.with_network(n),
-                Err(e) => b.network_error = Some(e.message().to_owned()),
+                Err(e) => b.config_error = Some(e.message().to_owned()),
             }
         }
         if let Ok(v) = std::env::var("ESPLORA_URL") {
@@ -117,7 +117,7 @@ impl BtcBuilder {
             match v.trim().parse() {
                 Ok(n) => b = b.with_confirmations(n),
                 Err(_) => {
-                    b.network_error = Some(format!("BTC_CONFIRMATIONS {v:?} is not a number"))
+                    b.config_error = Some(format!("BTC_CONFIRMATIONS {v:?} is not a number"));
                 }
             }
         }
@@ -233,7 +233,7 @@ impl BtcBuilder {
     /// Builds the verifier over `store` (which reserves derivation indexes and remembers
     /// opened addresses).
     pub fn build(self, store: Arc<dyn Store>) -> Result<BtcVerifier> {
-        if let Some(e) = self.network_error {
+        if let Some(e) = self.config_error {
             return Err(Error::invalid_config(e).with_backend(NAME));
         }
         let xpub = self.xpub.ok_or_else(|| {
