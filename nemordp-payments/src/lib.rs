@@ -10,5 +10,7 @@
 
 #[cfg(feature = "btc")]
 pub mod btc;
+#[cfg(feature = "rates")]
+pub mod rates;
 
 pub use nemordp_core::sim::{payments::SimPayments, rates::FixedRates};
