@@ -385,7 +385,7 @@ impl Respond for FakeEsplora {
 }
 
 struct Harness {
-    _server: MockServer,
+    server: MockServer,
     fake: FakeEsplora,
     verifier: Arc<BtcVerifier>,
     store: Arc<MemoryStore>,
@@ -410,7 +410,7 @@ async fn harness_with(confirmations: u64, f: impl FnOnce(BtcBuilder) -> BtcBuild
         .with_retries(3, Duration::from_millis(10), Duration::from_secs(5));
     let verifier = f(builder).build(store.clone()).unwrap();
     Harness {
-        _server: server,
+        server,
         fake,
         verifier: Arc::new(verifier),
         store,
@@ -814,6 +814,136 @@ async fn nudge_webhook_rereads_the_chain() {
         .await
         .unwrap_err();
     assert_eq!(bad.kind(), ErrorKind::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_sharing_a_sqlite_store_never_share_an_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("btc.db").display());
+    let h = harness(1).await;
+    // Two verifiers over two connection pools to one database file stand for two processes.
+    let mut verifiers = Vec::new();
+    for _ in 0..2 {
+        let store = nemordp_store::SqliteStore::connect(&url).await.unwrap();
+        let v = BtcBuilder::new()
+            .with_xpub(merchant_tpub())
+            .with_network(Network::Regtest)
+            .with_esplora_url(h.server.uri())
+            .build(Arc::new(store))
+            .unwrap();
+        verifiers.push(Arc::new(v));
+    }
+    let reqs: Vec<PaymentRequest> = (0..30)
+        .map(|_| PaymentRequest::new(OrderId::new(), sats(1_000), Timestamp::from_unix_secs(1)))
+        .collect();
+    // Every request opened once by each "process", concurrently.
+    let opens = reqs.iter().enumerate().flat_map(|(i, r)| {
+        [i % 2, (i + 1) % 2].map(|which| {
+            let v = verifiers[which].clone();
+            let r = r.clone();
+            tokio::spawn(async move { (r.payment_id, v.open(&r).await.unwrap().pay_to.unwrap()) })
+        })
+    });
+    let results: Vec<(nemordp_core::PaymentId, String)> = futures::future::join_all(opens)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let mut by_payment = std::collections::HashMap::new();
+    for (id, addr) in &results {
+        let prev = by_payment.insert(*id, addr.clone());
+        assert!(
+            prev.is_none_or(|p| &p == addr),
+            "one payment, two addresses"
+        );
+    }
+    let distinct: HashSet<&String> = by_payment.values().collect();
+    assert_eq!(distinct.len(), 30, "30 payments, 30 addresses");
+}
+
+/// One step of a random chain history.
+#[derive(Debug, Clone)]
+enum Op {
+    Pay(u64),
+    PayStranger,
+    Mine,
+    Reorg { depth: usize, back_to_mempool: bool },
+    ReplaceNewest,
+}
+
+fn arb_op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (1_u64..200_000).prop_map(Op::Pay),
+        1 => Just(Op::PayStranger),
+        3 => Just(Op::Mine),
+        1 => (1_usize..3, any::<bool>()).prop_map(|(depth, back_to_mempool)| Op::Reorg { depth, back_to_mempool }),
+        1 => Just(Op::ReplaceNewest),
+    ]
+}
+
+/// What the chain says the address received: (everything, confirmed at `depth`).
+fn truth(fake: &FakeEsplora, address: &Address, depth: u64) -> (u64, u64) {
+    let c = fake.chain.lock().unwrap();
+    let script = address.script_pubkey();
+    let paid = |t: &Transaction| -> u64 {
+        t.output
+            .iter()
+            .filter(|o| o.script_pubkey == script)
+            .map(|o| o.value.to_sat())
+            .sum()
+    };
+    let tip = c.blocks.len() as u64 - 1;
+    let mut seen: u64 = c.mempool.iter().map(paid).sum();
+    let mut confirmed = 0;
+    for (h, b) in c.blocks.iter().enumerate() {
+        let sum: u64 = b.txs.iter().map(paid).sum();
+        seen += sum;
+        if tip - h as u64 + 1 >= depth {
+            confirmed += sum;
+        }
+    }
+    (seen, confirmed)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// After any history of payments, blocks, reorgs and replacements, `check` reports exactly
+    /// what the best chain and mempool hold for the address.
+    #[test]
+    fn random_chain_histories_are_accounted_exactly(
+        ops in proptest::collection::vec(arb_op(), 1..14),
+        depth in 1_u64..4,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let h = harness(depth).await;
+            let (p, addr) = open(&h, 300_000).await;
+            for op in &ops {
+                match op {
+                    Op::Pay(v) => { h.fake.pay(&addr, *v); }
+                    Op::PayStranger => { h.fake.pay(&stranger(7), 50_000); }
+                    Op::Mine => { h.fake.mine(); }
+                    Op::Reorg { depth, back_to_mempool } => {
+                        let height = h.fake.chain.lock().unwrap().blocks.len();
+                        if height > *depth { h.fake.reorg(*depth, *back_to_mempool); }
+                    }
+                    Op::ReplaceNewest => {
+                        let newest = h.fake.chain.lock().unwrap().mempool.last().map(Transaction::compute_txid);
+                        if let Some(txid) = newest { h.fake.replace(txid); }
+                    }
+                }
+                let o = h.verifier.check(&p).await.unwrap();
+                let (seen, confirmed) = truth(&h.fake, &addr, depth);
+                assert_eq!(
+                    (o.seen.minor_u64().unwrap(), o.confirmed.minor_u64().unwrap()),
+                    (seen, confirmed),
+                    "after {op:?} in {ops:?}"
+                );
+            }
+        });
+    }
 }
 
 /// Drives the fake chain for the conformance kit.

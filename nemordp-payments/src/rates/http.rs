@@ -150,6 +150,27 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any positive decimal written as text (plain or with an exponent, as a JSON number
+        /// may be) parses back to the same value.
+        #[test]
+        fn positive_decimals_round_trip(m in 1_i64..i64::MAX, scale in 0_u32..18) {
+            let d = Decimal::new(m, scale);
+            prop_assert_eq!(parse_price("t", &d.to_string()).unwrap(), d.normalize());
+            let sci = format!("{m}e-{scale}");
+            prop_assert_eq!(parse_price("t", &sci).unwrap(), d.normalize());
+        }
+
+        /// Arbitrary text never panics and never yields a non-positive price.
+        #[test]
+        fn arbitrary_text_is_a_price_or_an_error(s in ".{0,40}") {
+            if let Ok(d) = parse_price("t", &s) {
+                prop_assert!(d > Decimal::ZERO);
+            }
+        }
+    }
 
     #[test]
     fn prices_parse_exactly() {
