@@ -15,7 +15,7 @@ use nemordp_core::{
     Asset, Currency, Decimal, ErrorKind, ManualClock, Money, RateSource, Timestamp,
 };
 use nemordp_payments::rates::{
-    CachedRates, CoinGecko, Coinbase, Kraken, MedianRates, OpenErApi, Pricer,
+    CachedRates, CoinGecko, Coinbase, Kraken, MedianRates, OpenErApi, Pricer, SpreadRates,
 };
 
 const NOW: i64 = 1_732_579_400;
@@ -114,6 +114,15 @@ async fn fx_server(updated_at: i64) -> MockServer {
     Mock::given(method("GET"))
         .and(path("/v6/latest/USD"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    let ngn = format!(
+        r#"{{"result":"success","provider":"https://www.exchangerate-api.com","time_last_update_unix":{updated_at},"time_next_update_unix":{},"time_eol_unix":0,"base_code":"NGN","rates":{{"NGN":1,"USD":0.000592589,"GHS":0.009407}}}}"#,
+        updated_at + 86_400
+    );
+    Mock::given(method("GET"))
+        .and(path("/v6/latest/NGN"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(ngn, "application/json"))
         .mount(&server)
         .await;
     Mock::given(method("GET"))
@@ -443,6 +452,47 @@ async fn pricer_converts_usd_to_ngn_and_refuses_a_stale_feed() {
             .kind(),
         ErrorKind::InvalidInput
     );
+}
+
+/// The Provisioner converts `price ÷ bid` with `quote(payment asset, price currency)`: for a
+/// USD plan charged in NGN through Paystack that is `quote(NGN, USD)`.
+#[tokio::test]
+async fn provisioner_style_fx_stack_with_spread_and_staleness() {
+    let server = fx_server(NOW - 3_600).await;
+    let clock = clock();
+    let stack = SpreadRates::new(
+        MedianRates::new(vec![Arc::new(
+            CachedRates::new(
+                OpenErApi::with_base_url(&server.uri()).unwrap(),
+                Duration::from_secs(3_600),
+            )
+            .with_clock(clock.clone()),
+        )])
+        .with_min_sources(1)
+        .with_max_age(Duration::from_secs(36 * 3_600))
+        .with_clock(clock.clone()),
+        Decimal::ONE,
+    )
+    .unwrap();
+    let q = stack
+        .quote(Asset::Fiat(Currency::Ngn), Currency::Usd)
+        .await
+        .unwrap();
+    assert_eq!(q.bid, dec("0.000592589") * dec("0.99"));
+    assert_eq!(q.source, "median(open.er-api)-1%");
+    let usd = Money::parse_major(Currency::Usd, "12.99").unwrap();
+    let ngn = usd
+        .convert(&q.rate().unwrap(), nemordp_core::Rounding::Up)
+        .unwrap();
+    // 12.99 / 0.00058666311 = 22142.1796… NGN, rounded up to the kobo.
+    assert_eq!(ngn, Money::parse_major(Currency::Ngn, "22142.18").unwrap());
+    clock.advance(Duration::from_secs(48 * 3_600));
+    let e = stack
+        .quote(Asset::Fiat(Currency::Ngn), Currency::Usd)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(e.message().contains("stale"), "{e}");
 }
 
 fn sats_money() -> Money {

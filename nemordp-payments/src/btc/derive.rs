@@ -25,6 +25,8 @@ pub(crate) const MAX_INDEX: u64 = (1 << 31) - 1;
 #[derive(Clone)]
 pub struct AddressDeriver {
     xpub: Xpub,
+    /// `xpub/0`, derived once.
+    receive: Xpub,
     network: Network,
     secp: Secp256k1<VerifyOnly>,
 }
@@ -77,10 +79,15 @@ impl AddressDeriver {
                 }
             )));
         }
+        let secp = Secp256k1::verification_only();
+        let receive = xpub
+            .derive_pub(&secp, &[ChildNumber::Normal { index: 0 }])
+            .map_err(|e| bad(format!("cannot derive the receive chain: {e}")))?;
         Ok(Self {
             xpub,
+            receive,
             network,
-            secp: Secp256k1::verification_only(),
+            secp,
         })
     }
 
@@ -109,12 +116,11 @@ impl AddressDeriver {
                     "derivation index {index} is beyond the BIP32 non-hardened range"
                 ))
             })?;
-        let path = [
-            ChildNumber::from_normal_idx(0).map_err(|e| Error::invalid_input(e.to_string()))?,
-            ChildNumber::from_normal_idx(child).map_err(|e| Error::invalid_input(e.to_string()))?,
-        ];
+        let path =
+            [ChildNumber::from_normal_idx(child)
+                .map_err(|e| Error::invalid_input(e.to_string()))?];
         let key = self
-            .xpub
+            .receive
             .derive_pub(&self.secp, &path)
             .map_err(|e| Error::invalid_input(format!("derivation of 0/{index} failed: {e}")))?;
         Ok(Address::p2wpkh(&key.to_pub(), self.network))

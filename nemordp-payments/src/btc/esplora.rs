@@ -159,6 +159,8 @@ enum Failure {
     Fatal(Error),
 }
 
+type BlockSlot = std::sync::Arc<tokio::sync::Mutex<Option<(bool, Instant)>>>;
+
 /// The Esplora client.
 #[derive(Debug)]
 pub(crate) struct Esplora {
@@ -170,7 +172,8 @@ pub(crate) struct Esplora {
     tip: tokio::sync::Mutex<Option<(u64, Instant)>>,
     tip_ttl: Duration,
     /// Block hash → (in best chain, checked at), kept for `tip_ttl`.
-    blocks: Mutex<HashMap<String, (bool, Instant)>>,
+    /// One slot per hash, so concurrent checks of payments in one block make one request.
+    blocks: Mutex<HashMap<String, BlockSlot>>,
 }
 
 impl Esplora {
@@ -336,28 +339,30 @@ impl Esplora {
                 format!("block hash {hash:?} is not 64 hex digits"),
             ));
         }
-        {
-            let cache = self
+        let slot = {
+            let mut cache = self
                 .blocks
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((best, at)) = cache.get(hash)
-                && at.elapsed() < self.tip_ttl
-            {
-                return Ok(*best);
+            if cache.len() > 10_000 {
+                cache.retain(|_, slot| {
+                    slot.try_lock().map_or(true, |s| {
+                        s.is_some_and(|(_, at)| at.elapsed() < self.tip_ttl)
+                    })
+                });
             }
+            cache.entry(hash.to_owned()).or_default().clone()
+        };
+        let mut entry = slot.lock().await;
+        if let Some((best, at)) = *entry
+            && at.elapsed() < self.tip_ttl
+        {
+            return Ok(best);
         }
         let status: BlockStatus = self
             .get_json("block_status", &format!("/block/{hash}/status"))
             .await?;
-        let mut cache = self
-            .blocks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() > 10_000 {
-            cache.retain(|_, (_, at)| at.elapsed() < self.tip_ttl);
-        }
-        cache.insert(hash.to_owned(), (status.in_best_chain, Instant::now()));
+        *entry = Some((status.in_best_chain, Instant::now()));
         Ok(status.in_best_chain)
     }
 

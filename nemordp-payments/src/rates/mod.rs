@@ -15,6 +15,14 @@
 //! - [`Pricer`] applies a spread (a margin against volatility, default 0 %) in the merchant's
 //!   favour, rounds the amount up to the target's smallest unit, re-checks freshness, and
 //!   returns the [`LockedRate`] (effective rate, sources, time) to store on the invoice.
+//!   Hosts that price through the `Provisioner` (which converts with the rate source it is
+//!   given) wrap the source in [`SpreadRates`] instead, and in [`MedianRates`] (with
+//!   `min_sources(1)` for a single FX feed) for the freshness check.
+//!
+//! A typical crypto stack: `SpreadRates(MedianRates[Cached(Kraken), Cached(Coinbase),
+//! Cached(CoinGecko)], 1 %)`. For Paystack in NGN/GHS/ZAR/KES from a USD price:
+//! `MedianRates[Cached(OpenErApi, 1 h)].with_min_sources(1).with_max_age(36 h)`; the
+//! `Provisioner` asks for `quote(NGN, USD)`, which reads `/v6/latest/NGN`.
 //!
 //! All base URLs are configurable (local fakes in tests, mirrors or paid endpoints in
 //! production).
@@ -27,6 +35,7 @@ mod http;
 pub mod kraken;
 mod median;
 mod pricer;
+mod spread;
 
 pub use cache::CachedRates;
 pub use coinbase::Coinbase;
@@ -35,6 +44,7 @@ pub use fx::OpenErApi;
 pub use kraken::Kraken;
 pub use median::MedianRates;
 pub use pricer::Pricer;
+pub use spread::SpreadRates;
 
 #[cfg(doc)]
 use nemordp_core::{Decimal, RateSource, payment::LockedRate};
