@@ -456,7 +456,8 @@ mod tests {
             creds().with_default_user("administrator"),
             creds().with_regions(["EU", "MARS"]),
             creds().with_regions(Vec::<String>::new()),
-            creds().with_products([ContaboProduct::new("V92", 4, 8192, 150).in_regions(["UK"])])
+            creds()
+                .with_products([ContaboProduct::new("V92", 4, 8192, 150).in_regions(["UK"])])
                 .with_regions(["EU"]),
             creds().with_reuse_pool("nemordp-x"),
             creds().with_timeout(Duration::ZERO),

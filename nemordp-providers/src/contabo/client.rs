@@ -147,7 +147,10 @@ impl Client {
             .filter(|(_, until)| now < *until)
             .map(|(r, _)| r.clone());
         let got = match refresh {
-            Some(r) => match self.grant(&[("grant_type", "refresh_token")], Some(&r)).await {
+            Some(r) => match self
+                .grant(&[("grant_type", "refresh_token")], Some(&r))
+                .await
+            {
                 Ok(t) => t,
                 Err(e) if !e.is_retryable() => {
                     tracing::debug!(backend = NAME, error = %e, "refresh refused; password grant");

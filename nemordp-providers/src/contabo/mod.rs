@@ -196,9 +196,11 @@ impl Contabo {
             .get_data(op, &format!("{INSTANCES}/{id}"), &[], trace.as_deref())
             .await?;
         if data.is_empty() {
-            return Err(Error::not_found(format!("contabo returned no instance {id}"))
-                .with_backend(NAME)
-                .with_operation(op));
+            return Err(
+                Error::not_found(format!("contabo returned no instance {id}"))
+                    .with_backend(NAME)
+                    .with_operation(op),
+            );
         }
         Ok(data.swap_remove(0))
     }
@@ -436,9 +438,11 @@ fn parse_id(op: &'static str, id: &InstanceId) -> Result<i64> {
         .ok()
         .filter(|n| *n > 0)
         .ok_or_else(|| {
-            Error::not_found(format!("{id} is not a contabo instance id (they are integers)"))
-                .with_backend(NAME)
-                .with_operation(op)
+            Error::not_found(format!(
+                "{id} is not a contabo instance id (they are integers)"
+            ))
+            .with_backend(NAME)
+            .with_operation(op)
         })
 }
 
@@ -500,7 +504,12 @@ fn status_of(i: &model::Instance) -> InstanceStatus {
         "product_not_available" => hold("the product is not available in this region now"),
         // "unknown", "other" and anything new: keep waiting; the boot deadline catches it
         other => {
-            tracing::warn!(backend = NAME, id = i.instance_id, status = other, "unusual contabo status");
+            tracing::warn!(
+                backend = NAME,
+                id = i.instance_id,
+                status = other,
+                "unusual contabo status"
+            );
             InstanceStatus::Pending
         }
     }
@@ -508,11 +517,13 @@ fn status_of(i: &model::Instance) -> InstanceStatus {
 
 fn convert(i: model::Instance) -> Instance {
     let status = status_of(&i);
-    let address = i.ip_config.as_ref().and_then(|c| {
-        let v4 = c.v4.as_ref().and_then(|v| v.ip.parse::<IpAddr>().ok());
-        let v6 = c.v6.as_ref().and_then(|v| v.ip.parse::<IpAddr>().ok());
-        v4.or(v6).filter(|a| !a.is_unspecified())
-    });
+    // the public IPv4 is the address (every Contabo machine has one; v6 comes first)
+    let address = i
+        .ip_config
+        .as_ref()
+        .and_then(|c| c.v4.as_ref())
+        .and_then(|v| v.ip.parse::<IpAddr>().ok())
+        .filter(|a| !a.is_unspecified());
     let mut out = Instance::new(
         InstanceId::new(i.instance_id.to_string()),
         i.display_name.unwrap_or_default(),
@@ -716,15 +727,11 @@ impl CloudProvider for Contabo {
         const OP: &str = "list_instances";
         let number = match page.cursor.as_deref() {
             None => 1,
-            Some(c) => c
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| {
-                    Error::invalid_input(format!("bad contabo page cursor {c:?}"))
-                        .with_backend(NAME)
-                        .with_operation(OP)
-                })?,
+            Some(c) => c.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                Error::invalid_input(format!("bad contabo page cursor {c:?}"))
+                    .with_backend(NAME)
+                    .with_operation(OP)
+            })?,
         };
         let (items, more) = self
             .client
@@ -836,7 +843,10 @@ mod tests {
             status_of(&inst("error", None)),
             S::Failed("disk broke".into())
         );
-        assert!(matches!(status_of(&inst("uninstalled", None)), S::Failed(_)));
+        assert!(matches!(
+            status_of(&inst("uninstalled", None)),
+            S::Failed(_)
+        ));
         for s in [
             "verification_required",
             "pending_payment",
@@ -878,10 +888,16 @@ mod tests {
         assert!(meets_secret_rule("PwdA?2092w#"));
         assert!(meets_secret_rule("Abcdef1_@"));
         assert!(meets_secret_rule("Abcde123_"));
-        assert!(!meets_secret_rule("Abcdef1_x"), "one digit needs two specials");
+        assert!(
+            !meets_secret_rule("Abcdef1_x"),
+            "one digit needs two specials"
+        );
         assert!(!meets_secret_rule("abcdef123_"), "no upper case");
         assert!(!meets_secret_rule("Ab1_@"), "too short");
-        assert!(!meets_secret_rule("Abcdefgh-2345.xyzWQ+"), "no contabo special");
+        assert!(
+            !meets_secret_rule("Abcdefgh-2345.xyzWQ+"),
+            "no contabo special"
+        );
         for _ in 0..200 {
             let p = nemordp_core::password::new_password("rdpuser").unwrap();
             assert!(meets_secret_rule(p.expose_secret()));

@@ -55,7 +55,7 @@ pub(crate) struct Image {
     pub(crate) standard_image: Option<bool>,
 }
 
-/// `ipConfig.v4` / `.v6`.
+/// `ipConfig.v4`.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Ip {
     #[serde(default)]
@@ -67,8 +67,6 @@ pub(crate) struct Ip {
 pub(crate) struct IpConfig {
     #[serde(default)]
     pub(crate) v4: Option<Ip>,
-    #[serde(default)]
-    pub(crate) v6: Option<Ip>,
 }
 
 /// An instance as `GET /v1/compute/instances[/{id}]` reports it.
