@@ -430,9 +430,9 @@ impl State {
                 let list = images()
                     .into_iter()
                     .filter(|i| {
-                        query
-                            .get("standardImage")
-                            .is_none_or(|s| i["standardImage"].to_string() == *s)
+                        query.get("standardImage").is_none_or(|s| {
+                            i["standardImage"].as_bool().map(|b| b.to_string()).as_ref() == Some(s)
+                        })
                     })
                     .collect();
                 self.paged(&path, list, &query)
@@ -502,7 +502,7 @@ impl State {
                 let Some(name) = body["displayName"].as_str() else {
                     return error(400, "displayName must be a string");
                 };
-                self.instances[p].display_name = name.to_owned();
+                name.clone_into(&mut self.instances[p].display_name);
                 ResponseTemplate::new(200).set_body_json(json!({
                     "data": [{"tenantId": "DE", "customerId": "54321", "instanceId": self.instances[p].id,
                               "createdDate": "2026-11-25T10:00:00.000Z"}],
@@ -519,16 +519,15 @@ impl State {
                 else {
                     return error(400, "imageId is not a valid image");
                 };
-                if let Some(secret) = body.get("rootPassword") {
-                    if !secret
+                if let Some(secret) = body.get("rootPassword")
+                    && !secret
                         .as_i64()
                         .is_some_and(|s| self.secrets.contains_key(&s))
-                    {
-                        return error(500, "Internal Server Error");
-                    }
+                {
+                    return error(500, "Internal Server Error");
                 }
                 let i = &mut self.instances[p];
-                i.image = image.to_owned();
+                image.clone_into(&mut i.image);
                 i.root_password = body["rootPassword"].as_i64();
                 i.user_data = body["userData"].as_str().map(str::to_owned);
                 i.created = Instant::now();

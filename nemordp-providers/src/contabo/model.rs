@@ -1,5 +1,9 @@
 //! Wire types of the Contabo API v1 (only the fields nemordp reads or sends; unknown fields are
 //! ignored, and every field read is optional or defaulted so a thin answer still parses).
+#![allow(
+    clippy::struct_field_names,
+    reason = "fields mirror Contabo's wire names (imageId, instanceId, ...)"
+)]
 
 use serde::{Deserialize, Serialize};
 
