@@ -982,6 +982,13 @@ async fn create_passes_the_password_as_a_secret_and_parses_the_201() {
         contabo.find_one_by_label(label).await.unwrap().unwrap().id,
         created.id
     );
+    let requests = api_requests(&servers).await;
+    let lookup = requests.last().unwrap();
+    assert_eq!(lookup.url.path(), "/v1/compute/instances");
+    assert_eq!(
+        lookup.headers.get("x-trace-id").unwrap().to_str().unwrap(),
+        label
+    );
     check_against_spec(&servers).await;
 }
 

@@ -412,6 +412,7 @@ impl Client {
         filters: &[(&str, String)],
         page: u64,
         size: u32,
+        trace: Option<&str>,
     ) -> Result<(Vec<T>, bool)> {
         let mut query: Vec<(&str, String)> = filters.to_vec();
         query.push(("page", page.to_string()));
@@ -424,7 +425,7 @@ impl Client {
                 &query,
                 None,
                 Retry::Safe,
-                None,
+                trace,
             )
             .await?;
         let mut v: Value = decode(operation, &bytes, false)?;
@@ -454,11 +455,12 @@ impl Client {
         operation: &'static str,
         path: &str,
         filters: &[(&str, String)],
+        trace: Option<&str>,
     ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         for page in 1..=MAX_PAGES {
             let (items, more) = self
-                .page(operation, path, filters, page, MAX_PAGE_SIZE)
+                .page(operation, path, filters, page, MAX_PAGE_SIZE, trace)
                 .await?;
             out.extend(items);
             if !more {

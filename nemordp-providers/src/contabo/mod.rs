@@ -136,6 +136,7 @@ impl Contabo {
                     "resolve_image",
                     "/v1/compute/images",
                     &[("standardImage", "true".into())],
+                    None,
                 )
                 .await?,
         );
@@ -403,6 +404,7 @@ impl Contabo {
                 "create_instance",
                 INSTANCES,
                 &[("displayName", pool.to_owned())],
+                Some(&spec.label),
             )
             .await?;
         Ok(found
@@ -711,6 +713,7 @@ impl CloudProvider for Contabo {
                 "find_by_label",
                 INSTANCES,
                 &[("displayName", label.to_owned())],
+                Some(label),
             )
             .await?;
         let mut out = Vec::new();
@@ -735,7 +738,7 @@ impl CloudProvider for Contabo {
         };
         let (items, more) = self
             .client
-            .page::<model::Instance>(OP, INSTANCES, &[], number, page.limit)
+            .page::<model::Instance>(OP, INSTANCES, &[], number, page.limit, None)
             .await?;
         let mut out = Vec::new();
         for i in items.into_iter().filter(|i| !i.cancelled()) {
