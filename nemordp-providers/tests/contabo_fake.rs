@@ -461,6 +461,22 @@ impl State {
                     "_links": {"self": format!("/v1/secrets/{id}")}
                 }))
             }
+            ("GET", ["v1", "secrets"]) => {
+                let mut list: Vec<(i64, (String, String))> =
+                    self.secrets.iter().map(|(k, v)| (*k, v.clone())).collect();
+                list.sort_by_key(|(k, _)| *k);
+                let list = list
+                    .into_iter()
+                    .filter(|_| query.get("type").is_none_or(|t| t == "password"))
+                    .map(|(id, (name, _))| {
+                        json!({"tenantId": "DE", "customerId": "54321", "secretId": id,
+                               "name": name, "type": "password", "value": "",
+                               "createdAt": "2026-11-25T10:00:00Z",
+                               "updatedAt": "2026-11-25T10:00:00Z"})
+                    })
+                    .collect();
+                self.paged(&path, list, &query)
+            }
             ("DELETE", ["v1", "secrets", id]) => {
                 let Some(n) = id
                     .parse::<i64>()
@@ -1543,6 +1559,47 @@ async fn a_pooled_machine_is_reinstalled_instead_of_ordering_one() {
         plain.release_to_pool(&other.id).await.unwrap_err().kind(),
         ErrorKind::InvalidConfig
     );
+    check_against_spec(&servers).await;
+}
+
+#[tokio::test]
+async fn leftover_password_secrets_are_purged_once_their_machine_is_installed() {
+    let fake = Fake::default();
+    fake.with(|s| {
+        s.installing_after = Duration::ZERO;
+        s.running_after = Duration::from_secs(3600);
+    });
+    let servers = start(&fake).await;
+    let pw = || SecretString::from("Xy7_Secret@Pass42word");
+    for n in 0..3 {
+        // a provider per create: none of them lives to see its machine running
+        provider(&servers)
+            .create_instance(&spec(&format!("nemordp-purge-{n}")).with_admin_password(pw()))
+            .await
+            .unwrap();
+    }
+    // someone else's secret is never touched
+    fake.with(|s| {
+        s.secrets
+            .insert(1, ("my-own-password".into(), "Other_Secret@42".into()));
+    });
+    let janitor = provider(&servers);
+    assert_eq!(
+        janitor.purge_secrets().await.unwrap(),
+        0,
+        "all still installing"
+    );
+    fake.with(|s| {
+        s.instances[0].forced = Some(("running", ""));
+        s.instances[1].cancel_date = Some("2026-12-24".into());
+    });
+    assert_eq!(janitor.purge_secrets().await.unwrap(), 2);
+    let left: Vec<String> = fake.with(|s| {
+        let mut v: Vec<String> = s.secrets.values().map(|(n, _)| n.clone()).collect();
+        v.sort();
+        v
+    });
+    assert_eq!(left, vec!["my-own-password", "nemordp-purge-2"]);
     check_against_spec(&servers).await;
 }
 

@@ -364,6 +364,47 @@ impl Contabo {
         Ok(self.convert(got).await)
     }
 
+    /// Deletes password secrets this provider left behind (a process that stopped before
+    /// it saw its machine `running` cannot delete the secret then): every `password` secret
+    /// named like an order label whose machine with that label is installed (running or
+    /// stopped) or cancelled. Secrets whose machine is still being installed, or not listed
+    /// yet, are kept. Returns how many were deleted. Meant for a periodic maintenance job.
+    pub async fn purge_secrets(&self) -> Result<usize> {
+        const OP: &str = "purge_secrets";
+        let secrets: Vec<model::NamedSecret> = self
+            .client
+            .all(OP, "/v1/secrets", &[("type", "password".into())], None)
+            .await?;
+        let mut deleted = 0;
+        for secret in secrets
+            .iter()
+            .filter(|s| s.name.starts_with(nemordp_core::ids::LABEL_PREFIX))
+        {
+            let Some(id) = secret.secret_id.as_i64() else {
+                continue;
+            };
+            let machines: Vec<model::Instance> = self
+                .client
+                .all(
+                    OP,
+                    INSTANCES,
+                    &[("displayName", secret.name.clone())],
+                    Some(&secret.name),
+                )
+                .await?;
+            let done = machines
+                .iter()
+                .filter(|i| i.display_name.as_deref() == Some(secret.name.as_str()))
+                .any(|i| i.cancelled() || matches!(i.status.as_str(), "running" | "stopped"));
+            if done {
+                self.delete_secret(id, &secret.name).await;
+                self.state().secrets.remove(&secret.name);
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Puts a machine in the reuse pool: renames it to the pool name, so the next create
     /// reinstalls it instead of ordering a new one. For paid machines no order owns (see
     /// the provisioner's orphan report); cancelled machines are never reused.

@@ -127,6 +127,15 @@ pub(crate) struct Secret {
     pub(crate) secret_id: serde_json::Number,
 }
 
+/// A secret as listed by `GET /v1/secrets` (the value is never read).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NamedSecret {
+    pub(crate) secret_id: serde_json::Number,
+    #[serde(default)]
+    pub(crate) name: String,
+}
+
 /// `{"data": [...]}` of every answer.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Data<T> {
