@@ -86,4 +86,59 @@ mod tests {
         assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(parse_rfc3339(""), None);
     }
+
+    /// `(y, m, d, hh, mm, ss)` of a Unix time, read from an HTTP date (an independent
+    /// formatter, so the parser is not checked against itself).
+    fn civil(secs: u64) -> (u32, u32, u32, u32, u32, u32) {
+        let text =
+            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        // "Sun, 06 Nov 1994 08:49:37 GMT"
+        let parts: Vec<&str> = text.split([' ', ':']).collect();
+        let month = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ]
+        .iter()
+        .position(|m| *m == parts[2])
+        .unwrap();
+        let n = |i: usize| parts[i].parse::<u32>().unwrap();
+        (
+            n(3),
+            u32::try_from(month).unwrap() + 1,
+            n(1),
+            n(4),
+            n(5),
+            n(6),
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parses_what_an_independent_formatter_wrote(
+            secs in 86_400_u64..4_102_444_800,
+            offset_min in -720_i64..=840,
+            colon in proptest::bool::ANY,
+            millis in proptest::option::of(0_u32..1000),
+        ) {
+            let local = secs.checked_add_signed(offset_min * 60).unwrap();
+            let (y, mo, d, h, mi, s) = civil(local);
+            let sign = if offset_min < 0 { '-' } else { '+' };
+            let (oh, om) = (offset_min.abs() / 60, offset_min.abs() % 60);
+            let frac = millis.map(|m| format!(".{m:03}")).unwrap_or_default();
+            let zone = if offset_min == 0 && !colon {
+                "Z".to_owned()
+            } else if colon {
+                format!("{sign}{oh:02}:{om:02}")
+            } else {
+                format!("{sign}{oh:02}{om:02}")
+            };
+            let text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{frac}{zone}");
+            let want = Timestamp::from_unix_secs(i64::try_from(secs).unwrap());
+            proptest::prop_assert_eq!(parse_rfc3339(&text), Some(want), "{}", text);
+        }
+
+        #[test]
+        fn never_panics(text in "\\PC{0,40}") {
+            let _ = parse_rfc3339(&text);
+        }
+    }
 }
