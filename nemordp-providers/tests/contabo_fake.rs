@@ -1713,22 +1713,20 @@ impl nemordp_core::rdp::probe::RdpProbe for AlwaysRdp {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_provisioner_delivers_a_contabo_machine_with_our_password() {
+fn contabo_provisioner(
+    contabo: Arc<Contabo>,
+    orphan_grace: Duration,
+) -> (
+    nemordp_core::provisioner::Provisioner,
+    nemordp_core::sim::payments::SimPayments,
+) {
     use nemordp_core::{
         Asset, Currency, Money,
-        order::{Customer, OrderState},
         plan::{BillingPeriod, Plan, PlanCatalog},
         provisioner::{Provisioner, ProvisionerConfig},
         seal::Sealer,
         sim::{notify::RecordingNotifier, payments::SimPayments, store::MemoryStore},
     };
-    let fake = Fake::default();
-    fake.with(|s| {
-        s.installing_after = Duration::from_millis(100);
-        s.running_after = Duration::from_millis(300);
-    });
-    let servers = start(&fake).await;
     let payments = SimPayments::new(Asset::Fiat(Currency::Eur), SecretString::from("whsec_t"));
     let mut config = ProvisionerConfig::default();
     config.provider_poll_initial = Duration::from_millis(50);
@@ -1738,6 +1736,7 @@ async fn the_provisioner_delivers_a_contabo_machine_with_our_password() {
     config.retry_initial = Duration::from_millis(20);
     config.retry_max = Duration::from_millis(100);
     config.lookup_interval = Duration::from_millis(50);
+    config.orphan_grace = orphan_grace;
     let catalog = PlanCatalog::from_plans([Plan::new(
         "ubuntu",
         "contabo",
@@ -1751,7 +1750,7 @@ async fn the_provisioner_delivers_a_contabo_machine_with_our_password() {
     .unwrap();
     let provisioner = Provisioner::builder()
         .store(Arc::new(MemoryStore::new()))
-        .provider(Arc::new(provider(&servers)))
+        .provider(contabo)
         .probe(Arc::new(AlwaysRdp))
         .payment(Arc::new(payments.clone()))
         .notifier(Arc::new(RecordingNotifier::new()))
@@ -1760,8 +1759,16 @@ async fn the_provisioner_delivers_a_contabo_machine_with_our_password() {
         .config(config)
         .build()
         .unwrap();
+    (provisioner, payments)
+}
+
+/// Places, pays and settles one order.
+async fn settle_one_order(
+    provisioner: &nemordp_core::provisioner::Provisioner,
+    payments: &nemordp_core::sim::payments::SimPayments,
+) -> nemordp_core::order::Order {
     let order = provisioner
-        .place_order(&"ubuntu".into(), Customer::new("c1"))
+        .place_order(&"ubuntu".into(), nemordp_core::order::Customer::new("c1"))
         .await
         .unwrap();
     let payment = provisioner.open_payment(order.id, "sim").await.unwrap();
@@ -1774,7 +1781,25 @@ async fn the_provisioner_delivers_a_contabo_machine_with_our_password() {
     .await
     .expect("settles within 30 s")
     .unwrap();
-    assert_eq!(done.state, OrderState::Active, "{done:?}");
+    assert_eq!(
+        done.state,
+        nemordp_core::order::OrderState::Active,
+        "{done:?}"
+    );
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provisioner_delivers_a_contabo_machine_with_our_password() {
+    let fake = Fake::default();
+    fake.with(|s| {
+        s.installing_after = Duration::from_millis(100);
+        s.running_after = Duration::from_millis(300);
+    });
+    let servers = start(&fake).await;
+    let (provisioner, payments) =
+        contabo_provisioner(Arc::new(provider(&servers)), Duration::from_secs(900));
+    let order = settle_one_order(&provisioner, &payments).await;
     let details = provisioner.connection_details(order.id).await.unwrap();
     let (inst, deleted) = fake.with(|s| {
         assert_eq!(s.instances.len(), 1, "exactly one machine bought");
@@ -1803,6 +1828,58 @@ async fn the_provisioner_delivers_a_contabo_machine_with_our_password() {
     let body: Value = serde_json::from_slice(&secret_post.body).unwrap();
     assert_eq!(body["value"], details.password.expose_secret());
     assert_eq!(body["name"], order.instance_label());
+    check_against_spec(&servers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_is_reported_pooled_and_reinstalled_for_the_next_order() {
+    use nemordp_core::provisioner::OrphanPolicy;
+    let fake = Fake::default();
+    fake.with(|s| {
+        s.installing_after = Duration::ZERO;
+        s.running_after = Duration::ZERO;
+    });
+    let servers = start(&fake).await;
+    let contabo = Arc::new(
+        builder(&servers)
+            .with_reuse_pool("rdp-pool")
+            .build()
+            .unwrap(),
+    );
+    let (provisioner, payments) = contabo_provisioner(Arc::clone(&contabo), Duration::ZERO);
+    // a paid machine whose label names an order this shop never had
+    let stray = nemordp_core::OrderId::new().instance_label();
+    let orphan = contabo.create_instance(&spec(&stray)).await.unwrap();
+    let found = provisioner
+        .reconcile_orphans(OrphanPolicy::Report)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].instance_id, orphan.id);
+    assert!(!found[0].removed);
+    contabo
+        .release_to_pool(&found[0].instance_id)
+        .await
+        .unwrap();
+
+    let order = settle_one_order(&provisioner, &payments).await;
+    let inst = fake.with(|s| {
+        assert_eq!(s.creates, 1, "no second contract ordered");
+        s.instances[0].clone()
+    });
+    assert_eq!(inst.id.to_string(), orphan.id.as_str());
+    assert_eq!(inst.reinstalls, 1);
+    assert_eq!(inst.display_name, order.instance_label());
+    assert!(inst.user_data.unwrap().starts_with("#cloud-config"));
+    assert!(inst.root_password.is_some());
+    assert!(
+        provisioner
+            .reconcile_orphans(OrphanPolicy::Report)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the reused machine is owned now"
+    );
     check_against_spec(&servers).await;
 }
 
