@@ -68,6 +68,8 @@ struct State {
     instances: Vec<FakeInstance>,
     /// secret id → (name, value)
     secrets: HashMap<i64, (String, String)>,
+    /// ids of secrets of type `ssh`
+    ssh_secrets: HashSet<i64>,
     deleted_secrets: Vec<i64>,
     next_id: i64,
     /// access token → expiry
@@ -92,6 +94,7 @@ impl Default for State {
         Self {
             instances: Vec::new(),
             secrets: HashMap::new(),
+            ssh_secrets: HashSet::new(),
             deleted_secrets: Vec::new(),
             next_id: 100_001,
             tokens: HashMap::new(),
@@ -454,6 +457,9 @@ impl State {
                 let id = self.next_id;
                 self.next_id += 1;
                 self.secrets.insert(id, (name.to_owned(), value.to_owned()));
+                if kind == "ssh" {
+                    self.ssh_secrets.insert(id);
+                }
                 ResponseTemplate::new(201).set_body_json(json!({
                     "data": [{"tenantId": "DE", "customerId": "54321", "secretId": id, "name": name,
                               "type": kind, "value": value, "createdAt": "2026-11-25T10:00:00Z",
@@ -467,10 +473,18 @@ impl State {
                 list.sort_by_key(|(k, _)| *k);
                 let list = list
                     .into_iter()
-                    .filter(|_| query.get("type").is_none_or(|t| t == "password"))
-                    .map(|(id, (name, _))| {
+                    .map(|(id, v)| {
+                        let kind = if self.ssh_secrets.contains(&id) {
+                            "ssh"
+                        } else {
+                            "password"
+                        };
+                        (id, v, kind)
+                    })
+                    .filter(|(_, _, kind)| query.get("type").is_none_or(|t| t == kind))
+                    .map(|(id, (name, _), kind)| {
                         json!({"tenantId": "DE", "customerId": "54321", "secretId": id,
-                               "name": name, "type": "password", "value": "",
+                               "name": name, "type": kind, "value": "",
                                "createdAt": "2026-11-25T10:00:00Z",
                                "updatedAt": "2026-11-25T10:00:00Z"})
                     })
@@ -628,6 +642,15 @@ impl State {
                 return error(500, "Internal Server Error");
             }
         }
+        let ssh_ok = b.get("sshKeys").is_none_or(|k| {
+            k.as_array().is_some_and(|a| {
+                a.iter()
+                    .all(|x| x.as_i64().is_some_and(|x| self.ssh_secrets.contains(&x)))
+            })
+        });
+        if !ssh_ok {
+            return error(500, "Internal Server Error");
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.creates += 1;
@@ -651,7 +674,7 @@ impl State {
             "data": [{"tenantId": "DE", "customerId": "54321", "instanceId": id,
                       "createdDate": "2026-11-25T10:00:00.000Z", "imageId": image,
                       "productId": product, "region": region, "addOns": [], "osType": "Linux",
-                      "status": "provisioning", "sshKeys": []}],
+                      "status": "provisioning", "sshKeys": b.get("sshKeys").cloned().unwrap_or(json!([]))}],
             "_links": {"self": format!("/v1/compute/instances/{id}")}
         }));
         if let Some(d) = self.create_delay {
@@ -1600,6 +1623,48 @@ async fn leftover_password_secrets_are_purged_once_their_machine_is_installed() 
         v
     });
     assert_eq!(left, vec!["my-own-password", "nemordp-purge-2"]);
+    check_against_spec(&servers).await;
+}
+
+#[tokio::test]
+async fn operator_ssh_keys_travel_as_secrets_made_once() {
+    let fake = Fake::default();
+    let servers = start(&fake).await;
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx7 ops@example";
+    let with_keys = || builder(&servers).with_ssh_keys([key]).build().unwrap();
+    let contabo = with_keys();
+    contabo
+        .create_instance(&spec("nemordp-ssh-1"))
+        .await
+        .unwrap();
+    contabo
+        .create_instance(&spec("nemordp-ssh-2"))
+        .await
+        .unwrap();
+    // after a restart the secret is found by name, not made again
+    with_keys()
+        .create_instance(&spec("nemordp-ssh-3"))
+        .await
+        .unwrap();
+    let (ssh, secrets) = fake.with(|s| (s.ssh_secrets.clone(), s.secrets.clone()));
+    assert_eq!(ssh.len(), 1, "one secret for one key");
+    let id = *ssh.iter().next().unwrap();
+    assert_eq!(secrets[&id].1, key);
+    let requests = api_requests(&servers).await;
+    let creates: Vec<&Request> = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path() == "/v1/compute/instances")
+        .collect();
+    assert_eq!(creates.len(), 3);
+    for c in creates {
+        let body: Value = serde_json::from_slice(&c.body).unwrap();
+        assert_eq!(body["sshKeys"], json!([id]));
+        assert!(!String::from_utf8_lossy(&c.body).contains("AAAAC3Nz"));
+    }
+    assert_eq!(count(&requests, "POST", "/v1/secrets"), 1);
+    // password secrets purges never touch the key
+    assert_eq!(with_keys().purge_secrets().await.unwrap(), 0);
+    assert!(fake.with(|s| s.secrets.contains_key(&id)));
     check_against_spec(&servers).await;
 }
 

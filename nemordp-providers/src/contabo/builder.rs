@@ -137,6 +137,7 @@ pub struct ContaboBuilder {
     period_months: u32,
     default_user: String,
     pool_name: Option<String>,
+    ssh_keys: Vec<String>,
 }
 
 impl Default for ContaboBuilder {
@@ -170,6 +171,7 @@ impl ContaboBuilder {
             period_months: 1,
             default_user: "root".to_owned(),
             pool_name: None,
+            ssh_keys: Vec::new(),
         }
     }
 
@@ -311,6 +313,19 @@ impl ContaboBuilder {
         self
     }
 
+    /// Operator SSH public keys installed for Contabo's default user on every machine. They
+    /// travel as Contabo `ssh` secrets (created once, found again by name after a restart),
+    /// never as raw values in the instance request.
+    #[must_use]
+    pub fn with_ssh_keys<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.ssh_keys = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Checks the configuration and builds the provider.
     pub fn build(self) -> Result<Contabo> {
         let invalid = |m: String| Error::invalid_config(m).with_backend(NAME);
@@ -381,6 +396,17 @@ impl ContaboBuilder {
                     .into(),
             ));
         }
+        for key in &self.ssh_keys {
+            let kind = key.split_whitespace().next().unwrap_or_default();
+            let known =
+                kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
+            if !known || key.split_whitespace().count() < 2 || key.len() > 500 {
+                return Err(invalid(format!(
+                    "ssh key {:?}… is not an OpenSSH public key line (at most 500 characters)",
+                    key.chars().take(20).collect::<String>()
+                )));
+            }
+        }
         let http = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
@@ -407,6 +433,11 @@ impl ContaboBuilder {
                 period_months: self.period_months,
                 default_user: self.default_user,
                 pool_name: self.pool_name,
+                ssh_keys: self
+                    .ssh_keys
+                    .into_iter()
+                    .map(|k| k.trim().to_owned())
+                    .collect(),
             },
         ))
     }
@@ -461,6 +492,7 @@ mod tests {
                 .with_regions(["EU"]),
             creds().with_reuse_pool("nemordp-x"),
             creds().with_timeout(Duration::ZERO),
+            creds().with_ssh_keys(["not a key"]),
         ] {
             let e = bad.build().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");

@@ -80,6 +80,7 @@ pub(crate) struct Settings {
     pub(crate) period_months: u32,
     pub(crate) default_user: String,
     pub(crate) pool_name: Option<String>,
+    pub(crate) ssh_keys: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +90,8 @@ struct State {
     labels: HashMap<i64, String>,
     /// Password secrets still to delete, by the label of the machine they were made for.
     secrets: HashMap<String, i64>,
+    /// Secret ids of the configured SSH keys, once created or found.
+    ssh_secrets: Option<Vec<i64>>,
 }
 
 /// The Contabo cloud provider. Cheap to share behind an `Arc`.
@@ -99,6 +102,8 @@ pub struct Contabo {
     state: Mutex<State>,
     /// Serialises picking a machine from the reuse pool, so two creates never take one.
     pool_lock: tokio::sync::Mutex<()>,
+    /// Serialises creating the SSH key secrets, so concurrent creates make one of each.
+    ssh_lock: tokio::sync::Mutex<()>,
 }
 
 impl Contabo {
@@ -113,7 +118,61 @@ impl Contabo {
             settings,
             state: Mutex::default(),
             pool_lock: tokio::sync::Mutex::new(()),
+            ssh_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The secret ids of the configured SSH keys: found by name among the account's `ssh`
+    /// secrets, or created, once per process.
+    async fn ssh_secret_ids(&self, op: &'static str) -> Result<Vec<i64>> {
+        if self.settings.ssh_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _guard = self.ssh_lock.lock().await;
+        if let Some(ids) = self.state().ssh_secrets.clone() {
+            return Ok(ids);
+        }
+        let existing: Vec<model::NamedSecret> = self
+            .client
+            .all(op, "/v1/secrets", &[("type", "ssh".into())], None)
+            .await?;
+        let mut ids = Vec::new();
+        for key in &self.settings.ssh_keys {
+            let name = ssh_secret_name(key);
+            let id = match existing
+                .iter()
+                .find(|s| s.name == name)
+                .and_then(|s| s.secret_id.as_i64())
+            {
+                Some(id) => id,
+                None => {
+                    let created: Vec<model::Secret> = self
+                        .client
+                        .call(
+                            op,
+                            Method::POST,
+                            "/v1/secrets",
+                            &model::CreateSecret {
+                                name: &name,
+                                kind: "ssh",
+                                value: key,
+                            },
+                            Retry::IfNotProcessed,
+                            None,
+                        )
+                        .await?;
+                    created
+                        .first()
+                        .and_then(|s| s.secret_id.as_i64())
+                        .ok_or_else(|| {
+                            unexpected(op, "the secret create answered without a secretId")
+                        })?
+                }
+            };
+            ids.push(id);
+        }
+        self.state().ssh_secrets = Some(ids.clone());
+        Ok(ids)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -332,10 +391,12 @@ impl Contabo {
             Some(pw) => Some(self.password_secret(OP, &spec.label, pw).await?),
             None => None,
         };
+        let ssh_keys = self.ssh_secret_ids(OP).await?;
         let body = model::Reinstall {
             image_id: &spec.image.id,
             default_user: &self.settings.default_user,
             root_password: secret,
+            ssh_keys,
             user_data: spec.user_data.as_deref(),
         };
         let put: Result<Vec<serde_json::Value>> = self
@@ -471,6 +532,17 @@ fn meets_secret_rule(p: &str) -> bool {
         && p.chars().any(|c| c.is_ascii_uppercase())
         && p.chars().any(|c| c.is_ascii_lowercase())
         && ((digits >= 1 && specials >= 2) || (digits >= 3 && specials >= 1))
+}
+
+/// The name of the `ssh` secret holding `key`: stable across restarts (FNV-1a of the key
+/// line), and outside the order-label namespace so secret purges never touch it.
+fn ssh_secret_name(key: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.trim().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("nemordp_ssh_{h:016x}")
 }
 
 /// Contabo ids are integers; anything else was never issued by Contabo.
@@ -671,6 +743,7 @@ impl CloudProvider for Contabo {
                     .map_err(|e| e.with_operation(OP));
             }
         }
+        let ssh_keys = self.ssh_secret_ids(OP).await?;
         let secret = match &spec.admin_password {
             Some(pw) => Some(self.password_secret(OP, &spec.label, pw).await?),
             None => None,
@@ -683,6 +756,7 @@ impl CloudProvider for Contabo {
             display_name: &spec.label,
             default_user: &self.settings.default_user,
             root_password: secret,
+            ssh_keys,
             user_data: spec.user_data.as_deref(),
         };
         let created: Result<Vec<model::Created>> = self

@@ -172,6 +172,8 @@ pub(crate) struct CreateInstance<'a> {
     pub(crate) default_user: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) root_password: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) ssh_keys: Vec<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) user_data: Option<&'a str>,
 }
@@ -184,6 +186,8 @@ pub(crate) struct Reinstall<'a> {
     pub(crate) default_user: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) root_password: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) ssh_keys: Vec<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) user_data: Option<&'a str>,
 }
