@@ -139,35 +139,34 @@ impl Contabo {
         let mut ids = Vec::new();
         for key in &self.settings.ssh_keys {
             let name = ssh_secret_name(key);
-            let id = match existing
+            let found = existing
                 .iter()
                 .find(|s| s.name == name)
-                .and_then(|s| s.secret_id.as_i64())
-            {
-                Some(id) => id,
-                None => {
-                    let created: Vec<model::Secret> = self
-                        .client
-                        .call(
-                            op,
-                            Method::POST,
-                            "/v1/secrets",
-                            &model::CreateSecret {
-                                name: &name,
-                                kind: "ssh",
-                                value: key,
-                            },
-                            Retry::IfNotProcessed,
-                            None,
-                        )
-                        .await?;
-                    created
-                        .first()
-                        .and_then(|s| s.secret_id.as_i64())
-                        .ok_or_else(|| {
-                            unexpected(op, "the secret create answered without a secretId")
-                        })?
-                }
+                .and_then(|s| s.secret_id.as_i64());
+            let id = if let Some(id) = found {
+                id
+            } else {
+                let created: Vec<model::Secret> = self
+                    .client
+                    .call(
+                        op,
+                        Method::POST,
+                        "/v1/secrets",
+                        &model::CreateSecret {
+                            name: &name,
+                            kind: "ssh",
+                            value: key,
+                        },
+                        Retry::IfNotProcessed,
+                        None,
+                    )
+                    .await?;
+                created
+                    .first()
+                    .and_then(|s| s.secret_id.as_i64())
+                    .ok_or_else(|| {
+                        unexpected(op, "the secret create answered without a secretId")
+                    })?
             };
             ids.push(id);
         }
