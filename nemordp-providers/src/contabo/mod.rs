@@ -18,7 +18,9 @@
 //!   `rootPassword`; the password text never appears in the instance request. `displayName`
 //!   is the label, `userData` the cloud-config, `period` the plan's term. The 201 `data[0]`
 //!   is parsed; the create is sent exactly once (timeouts and 5xx are `Ambiguous`). The
-//!   secret is deleted once the machine is seen `running`.
+//!   secret is deleted once the machine is seen `running` ([`Contabo::purge_secrets`] cleans
+//!   up after a restart). Operator SSH keys ([`ContaboBuilder::with_ssh_keys`]) become `ssh`
+//!   secrets too, made once and found again by name.
 //! - Status: every documented status is mapped; `verification_required`,
 //!   `pending_payment`, `manual_provisioning` and `product_not_available` are
 //!   [`InstanceStatus::AccountHold`], `error` is [`InstanceStatus::Failed`] with
