@@ -12,6 +12,9 @@
 //!   ever shows `default_password`, which is returned in [`Instance::admin_password`]. A
 //!   timeout or 5xx is `Ambiguous` (look the label up); a 429 is `RateLimited` (not
 //!   processed). The label is stored as `label` and as a tag.
+//! - Password: by default the provider declares no user-data support, so the Provisioner
+//!   delivers `default_password` (Vultr does not document that Windows images run user-data);
+//!   [`VultrBuilder::with_user_data`] opts in for images known to run it.
 //! - Status: `Running` only when `status` is `active`, `power_status` `running` and
 //!   `server_status` `ok`; a `main_ip` of `0.0.0.0` is no address yet.
 //! - Delete: 404 is success; the 500 "locked" / "not currently active" that follows a fresh
@@ -40,7 +43,7 @@ use reqwest::Method;
 use secrecy::SecretString;
 
 use nemordp_core::{
-    Error, ErrorKind, InstanceId, Result, Timestamp,
+    Error, ErrorKind, InstanceId, Result,
     cloud::{
         Capabilities, CloudProvider, ImageRef, Instance, InstanceSpec, InstanceStatus, Page,
         PageRequest, Removal, SizeRef,
@@ -50,6 +53,8 @@ use nemordp_core::{
 
 pub use builder::{DEFAULT_BASE_URL, VultrBuilder};
 use client::{Client, MAX_PER_PAGE, Retry};
+
+use crate::rfc3339::parse_rfc3339;
 
 /// Backend name in errors, metrics and registries.
 pub const NAME: &str = "vultr";
@@ -82,6 +87,8 @@ pub struct Vultr {
     firewall: Option<String>,
     delete_attempts: u32,
     delete_backoff: Duration,
+    /// Whether to declare user-data support (see `VultrBuilder::with_user_data`).
+    user_data: bool,
     catalog: Mutex<Catalog>,
     /// Serialises firewall create-or-reuse so concurrent creates make one group.
     firewall_lock: tokio::sync::Mutex<()>,
@@ -98,10 +105,12 @@ impl Vultr {
         firewall: Option<String>,
         delete_attempts: u32,
         delete_backoff: Duration,
+        user_data: bool,
     ) -> Self {
         Self {
             client,
             firewall,
+            user_data,
             delete_attempts,
             delete_backoff,
             catalog: Mutex::default(),
@@ -278,63 +287,6 @@ fn status_of(i: &model::Instance) -> InstanceStatus {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses `2021-09-14T13:22:20+00:00` (RFC 3339, whole seconds, optional fraction ignored).
-fn parse_rfc3339(s: &str) -> Option<Timestamp> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (year, month, day, hour, minute, second) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600
-                + rest.get(4..6)?.parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
-    };
-    let secs =
-        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    Some(Timestamp::from_unix_secs(secs))
-}
-
 fn convert(i: model::Instance) -> Instance {
     let status = status_of(&i);
     let address = i
@@ -361,7 +313,7 @@ impl CloudProvider for Vultr {
             .with_password_from_us(false)
             .with_removal(Removal::Delete)
             .with_firewall(true)
-            .with_user_data(true)
+            .with_user_data(self.user_data)
             .with_max_page_size(MAX_PER_PAGE)
             .with_requests_per_second(10)
     }
@@ -598,6 +550,7 @@ fn is_fresh_lock(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nemordp_core::Timestamp;
 
     fn vi(status: &str, power: &str, server: &str, ip: &str) -> model::Instance {
         serde_json::from_value(serde_json::json!({
@@ -648,24 +601,6 @@ mod tests {
             got.created_at,
             Some(Timestamp::from_unix_secs(1_631_625_740))
         );
-    }
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(
-            parse_rfc3339("1970-01-01T00:00:00Z"),
-            Some(Timestamp::from_unix_secs(0))
-        );
-        assert_eq!(
-            parse_rfc3339("2000-03-01T01:00:00+01:00"),
-            Some(Timestamp::from_unix_secs(951_868_800))
-        );
-        assert_eq!(
-            parse_rfc3339("2024-02-29T12:00:00.123Z"),
-            Some(Timestamp::from_unix_secs(1_709_208_000))
-        );
-        assert_eq!(parse_rfc3339("yesterday"), None);
-        assert_eq!(parse_rfc3339(""), None);
     }
 
     #[test]
