@@ -946,6 +946,85 @@ proptest::proptest! {
     }
 }
 
+/// The whole path through the real `Provisioner`: a USD plan priced in BTC through a rate
+/// source (rate locked, amount rounded up), the address from the verifier, payment seen in
+/// the mempool, then confirmed, and the order paid with provisioning queued.
+#[tokio::test]
+async fn provisioner_prices_opens_and_settles_a_btc_order() {
+    use nemordp_core::{
+        Currency, Decimal,
+        order::{Customer, OrderState},
+        plan::PlanCatalog,
+        provisioner::Provisioner,
+        seal::Sealer,
+        sim::{cloud::SimCloud, notify::RecordingNotifier, rates::FixedRates},
+    };
+    let h = harness(2).await;
+    let cloud = SimCloud::builder().seed(1).build();
+    let rates = FixedRates::default()
+        .with_rate(Asset::Btc, Currency::Usd, Decimal::from(60_000))
+        .unwrap();
+    let plans = PlanCatalog::from_toml_str(
+        r#"
+        [[plan]]
+        id = "win"
+        name = "Windows Server 2022, 2 vCPU, 4 GB"
+        provider = "sim"
+        os = "windows_server"
+        region = "sim-1"
+        size = "small"
+        price = "25.00 USD"
+        period = "monthly"
+    "#,
+    )
+    .unwrap();
+    let provisioner = Provisioner::builder()
+        .store(h.store.clone())
+        .provider(Arc::new(cloud.clone()))
+        .probe(Arc::new(cloud.rdp_probe()))
+        .payment(h.verifier.clone())
+        .rates(Arc::new(rates))
+        .notifier(Arc::new(RecordingNotifier::new()))
+        .catalog(plans)
+        .sealer(Sealer::ephemeral())
+        .build()
+        .unwrap();
+    let order = provisioner
+        .place_order(&"win".into(), Customer::new("customer-1"))
+        .await
+        .unwrap();
+    let invoice = provisioner.open_payment(order.id, "btc").await.unwrap();
+    // 25 / 60,000 = 0.000416666… BTC → 41,667 sat (rounded up).
+    assert_eq!(invoice.terms.due, sats(41_667));
+    assert_eq!(invoice.locked_rate.as_ref().unwrap().source, "fixed");
+    let addr = Address::from_str(invoice.pay_to.as_deref().unwrap())
+        .unwrap()
+        .require_network(Network::Regtest)
+        .unwrap();
+    h.fake.pay(&addr, 41_667);
+    let p = provisioner.refresh_payment(invoice.id).await.unwrap();
+    assert_eq!(p.state.status, InvoiceStatus::Processing);
+    h.fake.mine();
+    let p = provisioner.refresh_payment(invoice.id).await.unwrap();
+    assert_eq!(
+        p.state.status,
+        InvoiceStatus::Processing,
+        "1 of 2 confirmations"
+    );
+    h.fake.mine();
+    let p = provisioner.refresh_payment(invoice.id).await.unwrap();
+    assert_eq!(p.state, state(InvoiceStatus::Settled, None));
+    let order = h.store.get_order(order.id).await.unwrap().unwrap();
+    assert!(
+        matches!(
+            order.state,
+            OrderState::Paid | OrderState::Provisioning { .. }
+        ),
+        "{:?}",
+        order.state
+    );
+}
+
 /// Drives the fake chain for the conformance kit.
 struct Driver {
     fake: FakeEsplora,
