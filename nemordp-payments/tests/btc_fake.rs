@@ -583,6 +583,23 @@ async fn two_payments_sum_to_the_amount() {
 }
 
 #[tokio::test]
+async fn payment_after_expiry_is_paid_late() {
+    let h = harness(1).await;
+    let (mut p, addr) = open(&h, 70_000).await;
+    p = p
+        .transition(&nemordp_core::payment::InvoiceEvent::Expire, p.updated_at)
+        .unwrap();
+    assert_eq!(p.state.status, InvoiceStatus::Expired);
+    h.fake.pay(&addr, 70_000);
+    h.fake.mine();
+    assert_eq!(step(&h, &mut p).await, (70_000, 70_000));
+    assert_eq!(
+        p.state,
+        state(InvoiceStatus::Expired, Some(InvoiceException::PaidLate))
+    );
+}
+
+#[tokio::test]
 async fn only_outputs_to_our_address_count() {
     let h = harness(1).await;
     let (p, addr) = open(&h, 100_000).await;
