@@ -692,6 +692,55 @@ async fn throttling_beyond_the_budget_is_an_error_never_zero() {
 }
 
 #[tokio::test]
+async fn a_failing_explorer_falls_back_to_the_next() {
+    let down = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .set_body_raw(b"<html>502 Bad Gateway</html>".to_vec(), "text/html"),
+        )
+        .mount(&down)
+        .await;
+    let h = harness(1).await;
+    // The primary is down; the fake Esplora is the fallback.
+    let v = BtcBuilder::new()
+        .with_xpub(merchant_tpub())
+        .with_network(Network::Regtest)
+        .with_esplora_url(down.uri())
+        .with_fallback_esplora_url(h.server.uri())
+        .with_retries(1, Duration::from_millis(5), Duration::from_millis(50))
+        .with_min_request_spacing(Duration::ZERO)
+        .with_tip_cache(Duration::ZERO)
+        .build(h.store.clone())
+        .unwrap();
+    let req = PaymentRequest::new(OrderId::new(), sats(5_000), Timestamp::from_unix_secs(1));
+    let opened = v.open(&req).await.unwrap();
+    let p = kit::payment_record(&v, &req, &opened);
+    let addr = Address::from_str(&p.reference).unwrap().assume_checked();
+    h.fake.pay(&addr, 5_000);
+    h.fake.mine();
+    let o = v.check(&p).await.unwrap();
+    assert_eq!((o.seen, o.confirmed), (sats(5_000), sats(5_000)));
+    assert_eq!(
+        down.received_requests().await.unwrap().len(),
+        2,
+        "1 try + 1 retry"
+    );
+    // With every explorer down the error is the primary's, never zero.
+    let only_down = BtcBuilder::new()
+        .with_xpub(merchant_tpub())
+        .with_network(Network::Regtest)
+        .with_esplora_url(down.uri())
+        .with_retries(0, Duration::from_millis(5), Duration::from_millis(50))
+        .build(h.store.clone())
+        .unwrap();
+    assert_eq!(
+        only_down.check(&p).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+}
+
+#[tokio::test]
 async fn limiter_spaces_requests_of_concurrent_checks() {
     let spacing = Duration::from_millis(20);
     let h = harness_with(1, |b| {

@@ -39,6 +39,7 @@ pub struct BtcBuilder {
     network: Network,
     config_error: Option<String>,
     esplora_url: Option<String>,
+    fallback_urls: Vec<String>,
     allow_http: bool,
     confirmations: u64,
     gap_limit: u64,
@@ -77,6 +78,7 @@ impl BtcBuilder {
             network: Network::Bitcoin,
             config_error: None,
             esplora_url: None,
+            fallback_urls: Vec::new(),
             allow_http: false,
             confirmations: 1,
             gap_limit: 20,
@@ -113,6 +115,11 @@ impl BtcBuilder {
         if let Ok(v) = std::env::var("ESPLORA_URL") {
             b = b.with_esplora_url(v);
         }
+        if let Ok(v) = std::env::var("ESPLORA_FALLBACK_URLS") {
+            for url in v.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                b = b.with_fallback_esplora_url(url);
+            }
+        }
         if let Ok(v) = std::env::var("BTC_CONFIRMATIONS") {
             match v.trim().parse() {
                 Ok(n) => b = b.with_confirmations(n),
@@ -147,6 +154,15 @@ impl BtcBuilder {
     #[must_use]
     pub fn with_esplora_url(mut self, url: impl Into<String>) -> Self {
         self.esplora_url = Some(url.into());
+        self
+    }
+
+    /// Another Esplora asked when the primary (and earlier fallbacks) fail after their retries,
+    /// e.g. mempool.space behind your own electrs. Each check reads one explorer only, so
+    /// totals never mix two explorers' views.
+    #[must_use]
+    pub fn with_fallback_esplora_url(mut self, url: impl Into<String>) -> Self {
+        self.fallback_urls.push(url.into());
         self
     }
 
@@ -259,19 +275,8 @@ impl BtcBuilder {
                 );
             }
         };
-        let parsed = reqwest::Url::parse(&url).map_err(|e| {
-            Error::invalid_config(format!("ESPLORA_URL {url:?}: {e}")).with_backend(NAME)
-        })?;
-        let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-        match parsed.scheme() {
-            "https" => {}
-            "http" if loopback || self.allow_http => {}
-            other => {
-                return Err(Error::invalid_config(format!(
-                    "ESPLORA_URL scheme {other:?}: use https (or allow http for a private electrs)"
-                ))
-                .with_backend(NAME));
-            }
+        for u in std::iter::once(&url).chain(&self.fallback_urls) {
+            check_url(u, self.allow_http)?;
         }
         let http = reqwest::Client::builder()
             .timeout(self.timeout)
@@ -281,7 +286,10 @@ impl BtcBuilder {
             .map_err(|e| Error::invalid_config(format!("http client: {e}")).with_backend(NAME))?;
         Ok(BtcVerifier {
             deriver,
-            esplora: Esplora::new(http, &url, self.budget, self.tip_ttl),
+            explorers: std::iter::once(&url)
+                .chain(&self.fallback_urls)
+                .map(|u| Esplora::new(http.clone(), u, self.budget, self.tip_ttl))
+                .collect(),
             store,
             clock: self.clock,
             confirmations: self.confirmations,
@@ -289,4 +297,23 @@ impl BtcBuilder {
             webhook_secret: self.webhook_secret,
         })
     }
+}
+
+/// https always; plain http only on loopback or when allowed.
+fn check_url(url: &str, allow_http: bool) -> Result<()> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        Error::invalid_config(format!("ESPLORA_URL {url:?}: {e}")).with_backend(NAME)
+    })?;
+    let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match parsed.scheme() {
+        "https" => {}
+        "http" if loopback || allow_http => {}
+        other => {
+            return Err(Error::invalid_config(format!(
+                "ESPLORA_URL scheme {other:?}: use https (or allow http for a private electrs)"
+            ))
+            .with_backend(NAME));
+        }
+    }
+    Ok(())
 }

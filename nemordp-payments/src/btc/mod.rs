@@ -135,7 +135,8 @@ pub struct Receipt {
 /// Bitcoin payment verifier over Esplora. Build with [`BtcBuilder`].
 pub struct BtcVerifier {
     deriver: AddressDeriver,
-    esplora: Esplora,
+    /// The primary explorer, then fallbacks.
+    explorers: Vec<Esplora>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     confirmations: u64,
@@ -147,7 +148,7 @@ impl fmt::Debug for BtcVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BtcVerifier")
             .field("deriver", &self.deriver)
-            .field("esplora", &self.esplora)
+            .field("explorers", &self.explorers)
             .field("confirmations", &self.confirmations)
             .field("gap_limit", &self.gap_limit)
             .field(
@@ -219,14 +220,37 @@ impl BtcVerifier {
         Ok(())
     }
 
-    /// Every transaction paying `address`, with per-transaction confirmation status.
+    /// Every transaction paying `address`, with per-transaction confirmation status, from the
+    /// first explorer that answers (one explorer per call: views are never mixed).
     pub async fn receipts(&self, address: &str) -> Result<Vec<Receipt>> {
         let parsed = self.deriver.parse_address(address)?;
-        let script = derive::script_hex(&parsed);
+        let mut first_error = None;
+        for (i, explorer) in self.explorers.iter().enumerate() {
+            match self.receipts_from(explorer, &parsed).await {
+                Ok(r) => return Ok(r),
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidInput) => return Err(e),
+                Err(e) => {
+                    if i + 1 < self.explorers.len() {
+                        tracing::warn!(backend = NAME, explorer = i, error = %e, "esplora failed; trying the next one");
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error
+            .unwrap_or_else(|| Error::invalid_config("no esplora configured").with_backend(NAME)))
+    }
+
+    async fn receipts_from(
+        &self,
+        esplora: &Esplora,
+        parsed: &bitcoin::Address,
+    ) -> Result<Vec<Receipt>> {
+        let script = derive::script_hex(parsed);
         let canonical = parsed.to_string();
-        let txs = self.esplora.address_txs(&canonical).await?;
+        let txs = esplora.address_txs(&canonical).await?;
         let tip = if txs.iter().any(|t| t.status.confirmed) {
-            Some(self.esplora.tip_height().await?)
+            Some(esplora.tip_height().await?)
         } else {
             None
         };
@@ -269,7 +293,7 @@ impl BtcVerifier {
             if counted_confirmed
                 && confirmations <= REORG_HORIZON
                 && let Some(hash) = tx.status.block_hash.as_deref()
-                && !self.esplora.in_best_chain(hash).await?
+                && !esplora.in_best_chain(hash).await?
             {
                 tracing::warn!(backend = NAME, txid = %tx.txid, block = hash, "payment's block left the best chain");
                 counted_confirmed = false;
