@@ -24,6 +24,10 @@
 //!   (plus one `/block/:hash/status` per fresh block). With the defaults, 1,000 pending
 //!   requests take about 250 s per polling round; poll less often or self-host electrs for
 //!   more.
+//! - **Fallback explorers** ([`BtcBuilder::with_fallback_esplora_url`],
+//!   `ESPLORA_FALLBACK_URLS`): when the primary still fails after its retries, the next one
+//!   answers the whole check; totals never mix two explorers' views. A failure of all of them
+//!   is an error, never "nothing received".
 //!
 //! # Gap limit
 //!
