@@ -5,8 +5,10 @@
 //! [`nemordp_core::PaymentVerifier`] or [`nemordp_core::RateSource`]. Without features this
 //! crate only re-exports the simulated backends.
 //!
-//! The feature names are reserved today: the clients land with their issues, and no
-//! placeholder type pretends to work before then.
+//! `eth` and `usdt` live in [`evm`]: one block watcher over Ethereum JSON-RPC serves both.
 #![deny(missing_docs)]
+
+#[cfg(feature = "evm")]
+pub mod evm;
 
 pub use nemordp_core::sim::{payments::SimPayments, rates::FixedRates};

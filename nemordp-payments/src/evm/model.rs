@@ -6,73 +6,77 @@ use serde::Deserialize;
 
 /// A block from `eth_getBlockByNumber(_, true)`.
 #[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct RpcBlock {
+pub struct RpcBlock {
     /// Height.
-    pub(crate) number: U64,
+    pub number: U64,
     /// Block hash.
-    pub(crate) hash: B256,
+    pub hash: B256,
     /// Parent's hash: links the chain the watcher has scanned.
-    pub(crate) parent_hash: B256,
+    pub parent_hash: B256,
     /// Transactions (full objects).
     #[serde(default)]
-    pub(crate) transactions: Vec<RpcTx>,
+    pub transactions: Vec<RpcTx>,
 }
 
 /// A transaction inside a block.
 #[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct RpcTx {
+pub struct RpcTx {
     /// Transaction hash.
-    pub(crate) hash: B256,
+    pub hash: B256,
     /// Recipient; `None` for contract creation.
     #[serde(default)]
-    pub(crate) to: Option<Address>,
+    pub to: Option<Address>,
     /// Wei sent.
     #[serde(default)]
-    pub(crate) value: U256,
+    pub value: U256,
 }
 
 /// A log from `eth_getLogs`.
 #[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct RpcLog {
+pub struct RpcLog {
     /// Emitting contract.
-    pub(crate) address: Address,
+    pub address: Address,
     /// Indexed topics.
     #[serde(default)]
-    pub(crate) topics: Vec<B256>,
+    pub topics: Vec<B256>,
     /// Non-indexed data.
     #[serde(default)]
-    pub(crate) data: Bytes,
+    pub data: Bytes,
     /// Block hash (absent for pending logs).
     #[serde(default)]
-    pub(crate) block_hash: Option<B256>,
+    pub block_hash: Option<B256>,
     /// Transaction hash.
     #[serde(default)]
-    pub(crate) transaction_hash: Option<B256>,
+    pub transaction_hash: Option<B256>,
     /// Position in the block.
     #[serde(default)]
-    pub(crate) log_index: Option<U64>,
+    pub log_index: Option<U64>,
     /// True when a reorg removed the log.
     #[serde(default)]
-    pub(crate) removed: bool,
+    pub removed: bool,
 }
 
 /// A receipt; only the outcome matters.
 #[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct RpcReceipt {
+pub struct RpcReceipt {
     /// Transaction hash.
-    pub(crate) transaction_hash: B256,
+    pub transaction_hash: B256,
     /// `0x1` success, `0x0` failure (post-Byzantium).
     #[serde(default)]
-    pub(crate) status: Option<U64>,
+    pub status: Option<U64>,
 }
 
 impl RpcReceipt {
     /// True when the transaction succeeded.
-    pub(crate) fn succeeded(&self) -> bool {
+    pub fn succeeded(&self) -> bool {
         self.status.is_some_and(|s| s == U64::from(1))
     }
 }
