@@ -20,6 +20,17 @@ pub struct RpcBlock {
     pub transactions: Vec<RpcTx>,
 }
 
+/// A block header from `eth_getBlockByNumber(_, false)` (transactions left out).
+#[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
+#[serde(rename_all = "camelCase")]
+pub struct RpcHeader {
+    /// Height.
+    pub number: U64,
+    /// Block hash.
+    pub hash: B256,
+}
+
 /// A transaction inside a block.
 #[derive(Debug, Clone, Deserialize)]
 #[non_exhaustive]

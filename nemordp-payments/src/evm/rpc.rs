@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use nemordp_core::{Error, ErrorKind, Result};
 
-use super::model::{RpcBlock, RpcLog, RpcReceipt};
+use super::model::{RpcBlock, RpcHeader, RpcLog, RpcReceipt};
 
 /// Backend name on errors raised by the RPC layer.
 const NAME: &str = "evm";
@@ -172,9 +172,15 @@ impl RpcClient {
         Ok(n.to())
     }
 
-    /// `eth_getBlockByNumber(block, full)`; `None` when the node has no such block.
-    pub(crate) async fn block(&self, block: BlockRef, full: bool) -> Result<Option<RpcBlock>> {
-        self.call("eth_getBlockByNumber", (block.to_param(), full))
+    /// `eth_getBlockByNumber(block, true)`; `None` when the node has no such block.
+    pub(crate) async fn block(&self, block: BlockRef) -> Result<Option<RpcBlock>> {
+        self.call("eth_getBlockByNumber", (block.to_param(), true))
+            .await
+    }
+
+    /// `eth_getBlockByNumber(block, false)`: number and hash only.
+    pub(crate) async fn header(&self, block: BlockRef) -> Result<Option<RpcHeader>> {
+        self.call("eth_getBlockByNumber", (block.to_param(), false))
             .await
     }
 

@@ -353,7 +353,7 @@ pub(crate) async fn sync(rpc: &RpcClient, cfg: &ScanConfig, st: &mut ChainState)
 
 async fn sync_pass(rpc: &RpcClient, cfg: &ScanConfig, st: &mut ChainState) -> Result<Pass> {
     let head = rpc
-        .block(BlockRef::Latest, true)
+        .block(BlockRef::Latest)
         .await?
         .ok_or_else(|| Error::unavailable("the node has no latest block"))?;
     let h = head.number.to::<u64>();
@@ -380,7 +380,7 @@ async fn sync_pass(rpc: &RpcClient, cfg: &ScanConfig, st: &mut ChainState) -> Re
         let block = if n == h {
             head.clone()
         } else {
-            rpc.block(BlockRef::Number(n), true)
+            rpc.block(BlockRef::Number(n))
                 .await?
                 .ok_or_else(|| Error::unavailable(format!("the node lost block {n}")))?
         };
@@ -415,7 +415,7 @@ async fn sync_pass(rpc: &RpcClient, cfg: &ScanConfig, st: &mut ChainState) -> Re
             BlockRef::Finalized
         };
         let tagged = rpc
-            .block(tag, false)
+            .header(tag)
             .await?
             .ok_or_else(|| Error::unavailable("the node has no safe/finalized block"))?;
         let t = tagged.number.to::<u64>();
@@ -444,7 +444,7 @@ async fn find_fork(rpc: &RpcClient, st: &ChainState, from: u64) -> Result<u64> {
         let Some(ours) = st.recent.get(&m) else {
             break;
         };
-        let theirs = rpc.block(BlockRef::Number(m), false).await?;
+        let theirs = rpc.header(BlockRef::Number(m)).await?;
         if theirs.as_ref().map(|b| b.hash) == Some(*ours) {
             return Ok(m);
         }
