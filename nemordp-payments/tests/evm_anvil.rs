@@ -21,8 +21,7 @@ use serde_json::json;
 use nemordp_core::{
     Asset, ErrorKind, Money, OrderId, Result, Timestamp,
     payment::{
-        InvoiceException, InvoiceStatus, Payment, PaymentRequest, PaymentVerifier,
-        WebhookRequest,
+        InvoiceException, InvoiceStatus, Payment, PaymentRequest, PaymentVerifier, WebhookRequest,
     },
     sim::store::MemoryStore,
     testkit::payment::{self as kit, PaymentKitDriver},
@@ -81,7 +80,9 @@ fn units(p: &Payment) -> (u128, u128) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eth_exact_payment_settles_after_the_configured_confirmations() {
-    let Some(anvil) = anvil::start_or_skip("eth_exact_payment").await else { return };
+    let Some(anvil) = anvil::start_or_skip("eth_exact_payment").await else {
+        return;
+    };
     let token = anvil.deploy_token().await;
     let payments = backend(&anvil, &token, Arc::new(MemoryStore::new())).await;
     let eth = payments.eth();
@@ -89,7 +90,11 @@ async fn eth_exact_payment_settles_after_the_configured_confirmations() {
     let p = open(&eth, due).await;
     let pay_to = p.pay_to.clone().unwrap();
     assert_eq!(p.reference, pay_to);
-    assert!(eth.payment_uri(&pay_to, &p.terms.due).unwrap().starts_with(&format!("ethereum:{pay_to}@31337?value={due}")));
+    assert!(
+        eth.payment_uri(&pay_to, &p.terms.due)
+            .unwrap()
+            .starts_with(&format!("ethereum:{pay_to}@31337?value={due}"))
+    );
 
     let p = observe(&eth, &p).await;
     assert_eq!((p.state.status, units(&p)), (InvoiceStatus::New, (0, 0)));
@@ -98,10 +103,18 @@ async fn eth_exact_payment_settles_after_the_configured_confirmations() {
     assert_eq!(units(&p), (0, 0), "not mined yet: not seen");
     anvil.mine(1).await;
     let p = observe(&eth, &p).await;
-    assert_eq!((p.state.status, units(&p)), (InvoiceStatus::Processing, (due, 0)));
+    assert_eq!(
+        (p.state.status, units(&p)),
+        (InvoiceStatus::Processing, (due, 0))
+    );
     anvil.mine(DEPTH - 2).await;
     let p = observe(&eth, &p).await;
-    assert_eq!(p.state.status, InvoiceStatus::Processing, "{} of {DEPTH} confirmations", DEPTH - 1);
+    assert_eq!(
+        p.state.status,
+        InvoiceStatus::Processing,
+        "{} of {DEPTH} confirmations",
+        DEPTH - 1
+    );
     anvil.mine(1).await;
     let p = observe(&eth, &p).await;
     assert_eq!(
@@ -112,7 +125,9 @@ async fn eth_exact_payment_settles_after_the_configured_confirmations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usdt_partial_then_over_payment_settles_paid_over() {
-    let Some(anvil) = anvil::start_or_skip("usdt_partial_then_over").await else { return };
+    let Some(anvil) = anvil::start_or_skip("usdt_partial_then_over").await else {
+        return;
+    };
     let token = anvil.deploy_token().await;
     let payments = backend(&anvil, &token, Arc::new(MemoryStore::new())).await;
     let usdt = payments.usdt();
@@ -123,7 +138,11 @@ async fn usdt_partial_then_over_payment_settles_paid_over() {
     let p = observe(&usdt, &p).await;
     assert_eq!(
         (p.state.status, p.state.exception, units(&p)),
-        (InvoiceStatus::New, Some(InvoiceException::PaidPartial), (10_000_000, 10_000_000))
+        (
+            InvoiceStatus::New,
+            Some(InvoiceException::PaidPartial),
+            (10_000_000, 10_000_000)
+        )
     );
     // Two transfers in one block both count (distinct log indexes).
     anvil.send_token(&token, &pay_to, 10_000_000).await;
@@ -132,19 +151,29 @@ async fn usdt_partial_then_over_payment_settles_paid_over() {
     let p = observe(&usdt, &p).await;
     assert_eq!(
         (p.state.status, p.state.exception, units(&p)),
-        (InvoiceStatus::Processing, Some(InvoiceException::PaidOver), (27_500_000, 10_000_000))
+        (
+            InvoiceStatus::Processing,
+            Some(InvoiceException::PaidOver),
+            (27_500_000, 10_000_000)
+        )
     );
     anvil.mine(DEPTH).await;
     let p = observe(&usdt, &p).await;
     assert_eq!(
         (p.state.status, p.state.exception, units(&p)),
-        (InvoiceStatus::Settled, Some(InvoiceException::PaidOver), (27_500_000, 27_500_000))
+        (
+            InvoiceStatus::Settled,
+            Some(InvoiceException::PaidOver),
+            (27_500_000, 27_500_000)
+        )
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eth_partial_payment_with_tolerance() {
-    let Some(anvil) = anvil::start_or_skip("eth_partial_with_tolerance").await else { return };
+    let Some(anvil) = anvil::start_or_skip("eth_partial_with_tolerance").await else {
+        return;
+    };
     let token = anvil.deploy_token().await;
     let payments = backend(&anvil, &token, Arc::new(MemoryStore::new())).await;
     let eth = payments.eth();
@@ -154,16 +183,24 @@ async fn eth_partial_payment_with_tolerance() {
     anvil.send_eth(2, &pay_to, 980_000_000_000_000_000).await;
     anvil.mine(DEPTH).await;
     let p = observe(&eth, &p).await;
-    assert_eq!((p.state.status, p.state.exception), (InvoiceStatus::New, Some(InvoiceException::PaidPartial)));
+    assert_eq!(
+        (p.state.status, p.state.exception),
+        (InvoiceStatus::New, Some(InvoiceException::PaidPartial))
+    );
     anvil.send_eth(2, &pay_to, 10_000_000_000_000_000).await; // now 0.99: within 1 %
     anvil.mine(DEPTH).await;
     let p = observe(&eth, &p).await;
-    assert_eq!((p.state.status, p.state.exception), (InvoiceStatus::Settled, None));
+    assert_eq!(
+        (p.state.status, p.state.exception),
+        (InvoiceStatus::Settled, None)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_invoiced_asset_from_the_pinned_contract_counts() {
-    let Some(anvil) = anvil::start_or_skip("only_the_invoiced_asset").await else { return };
+    let Some(anvil) = anvil::start_or_skip("only_the_invoiced_asset").await else {
+        return;
+    };
     let token = anvil.deploy_token().await;
     let look_alike = anvil.deploy_token().await;
     assert_ne!(token, look_alike);
@@ -176,16 +213,27 @@ async fn only_the_invoiced_asset_from_the_pinned_contract_counts() {
     anvil.send_token(&look_alike, &to_u, 5_000_000).await; // same code, another contract
     anvil.send_eth(1, &to_u, 5_000_000).await; // ETH to the USDT request
     anvil.send_token(&token, &to_e, 5_000_000).await; // USDT to the ETH request
-    anvil.send_token(&token, &anvil.accounts[3].clone(), 5_000_000).await; // someone else
+    anvil
+        .send_token(&token, &anvil.accounts[3].clone(), 5_000_000)
+        .await; // someone else
     anvil.mine(DEPTH + 1).await;
     let pu2 = observe(&usdt, &pu).await;
     let pe2 = observe(&eth, &pe).await;
-    assert_eq!((units(&pu2), pu2.state.status), ((0, 0), InvoiceStatus::New));
-    assert_eq!((units(&pe2), pe2.state.status), ((0, 0), InvoiceStatus::New));
+    assert_eq!(
+        (units(&pu2), pu2.state.status),
+        ((0, 0), InvoiceStatus::New)
+    );
+    assert_eq!(
+        (units(&pe2), pe2.state.status),
+        ((0, 0), InvoiceStatus::New)
+    );
     // The right token to the right address does count.
     anvil.send_token(&token, &to_u, 5_000_000).await;
     anvil.mine(DEPTH).await;
-    assert_eq!(observe(&usdt, &pu).await.state.status, InvoiceStatus::Settled);
+    assert_eq!(
+        observe(&usdt, &pu).await.state.status,
+        InvoiceStatus::Settled
+    );
     // The other verifier does not answer for a request it did not open.
     let e = eth.check(&pu).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
@@ -193,19 +241,28 @@ async fn only_the_invoiced_asset_from_the_pinned_contract_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorg_that_drops_a_counted_payment_undoes_it() {
-    let Some(anvil) = anvil::start_or_skip("reorg_snapshot_revert").await else { return };
+    let Some(anvil) = anvil::start_or_skip("reorg_snapshot_revert").await else {
+        return;
+    };
     let token = anvil.deploy_token().await;
     let payments = backend(&anvil, &token, Arc::new(MemoryStore::new())).await;
     let (eth, usdt) = (payments.eth(), payments.usdt());
     let pe = open(&eth, 3_000_000).await;
     let pu = open(&usdt, 3_000_000).await;
     let snap = anvil.snapshot().await;
-    anvil.send_eth(1, pe.pay_to.as_ref().unwrap(), 3_000_000).await;
-    anvil.send_token(&token, pu.pay_to.as_ref().unwrap(), 3_000_000).await;
+    anvil
+        .send_eth(1, pe.pay_to.as_ref().unwrap(), 3_000_000)
+        .await;
+    anvil
+        .send_token(&token, pu.pay_to.as_ref().unwrap(), 3_000_000)
+        .await;
     anvil.mine(1).await;
     let pe = observe(&eth, &pe).await;
     let pu = observe(&usdt, &pu).await;
-    assert_eq!((pe.state.status, pu.state.status), (InvoiceStatus::Processing, InvoiceStatus::Processing));
+    assert_eq!(
+        (pe.state.status, pu.state.status),
+        (InvoiceStatus::Processing, InvoiceStatus::Processing)
+    );
     let old_head = anvil.head().await;
     // The branch with the payments goes away; a longer one without them replaces it.
     anvil.revert(snap).await;
@@ -218,7 +275,9 @@ async fn a_reorg_that_drops_a_counted_payment_undoes_it() {
     assert_eq!((pu.state.status, units(&pu)), (InvoiceStatus::New, (0, 0)));
     // A shorter branch (head below what was scanned) is handled too.
     let snap = anvil.snapshot().await;
-    anvil.send_eth(1, pe.pay_to.as_ref().unwrap(), 1_000_000).await;
+    anvil
+        .send_eth(1, pe.pay_to.as_ref().unwrap(), 1_000_000)
+        .await;
     anvil.mine(2).await;
     assert_eq!(units(&observe(&eth, &pe).await), (1_000_000, 0));
     anvil.revert(snap).await;
@@ -228,12 +287,16 @@ async fn a_reorg_that_drops_a_counted_payment_undoes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anvil_reorg_replacing_the_payment_block_undoes_it() {
-    let Some(anvil) = anvil::start_or_skip("reorg_anvil_reorg").await else { return };
+    let Some(anvil) = anvil::start_or_skip("reorg_anvil_reorg").await else {
+        return;
+    };
     let token = anvil.deploy_token().await;
     let payments = backend(&anvil, &token, Arc::new(MemoryStore::new())).await;
     let usdt = payments.usdt();
     let p = open(&usdt, 2_000_000).await;
-    anvil.send_token(&token, p.pay_to.as_ref().unwrap(), 2_000_000).await;
+    anvil
+        .send_token(&token, p.pay_to.as_ref().unwrap(), 2_000_000)
+        .await;
     anvil.mine(2).await;
     let p = observe(&usdt, &p).await;
     assert_eq!(units(&p), (2_000_000, 0));
@@ -248,7 +311,9 @@ async fn anvil_reorg_replacing_the_payment_block_undoes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopening_is_idempotent_and_a_restart_finds_payments_again() {
-    let Some(anvil) = anvil::start_or_skip("restart").await else { return };
+    let Some(anvil) = anvil::start_or_skip("restart").await else {
+        return;
+    };
     let token = anvil.deploy_token().await;
     let store = Arc::new(MemoryStore::new());
     let first = backend(&anvil, &token, store.clone()).await;
@@ -263,7 +328,10 @@ async fn reopening_is_idempotent_and_a_restart_finds_payments_again() {
     // The same payment id for the other asset is refused, not given a second address.
     let mut eth_req = req.clone();
     eth_req.amount = Money::from_minor(Asset::Eth, 4_000_000_u64);
-    assert_eq!(first.eth().open(&eth_req).await.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        first.eth().open(&eth_req).await.unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
     let p = kit::payment_record(&first.usdt(), &req, &a);
     anvil.send_token(&token, &a.reference, 4_000_000).await;
     anvil.mine(DEPTH).await;
@@ -271,17 +339,26 @@ async fn reopening_is_idempotent_and_a_restart_finds_payments_again() {
     let second = backend(&anvil, &token, store).await;
     assert_eq!(second.watched().await, 1);
     let again = observe(&second.usdt(), &p).await;
-    assert_eq!((again.state.status, units(&again)), (InvoiceStatus::Settled, (4_000_000, 4_000_000)));
+    assert_eq!(
+        (again.state.status, units(&again)),
+        (InvoiceStatus::Settled, (4_000_000, 4_000_000))
+    );
     let changed = second.sync().await.unwrap();
     assert_eq!(changed.len(), 1, "the rescan credited it: {changed:?}");
-    assert_eq!(second.sync().await.unwrap().len(), 0, "confirmed and reported: nothing changes");
+    assert_eq!(
+        second.sync().await.unwrap().len(),
+        0,
+        "confirmed and reported: nothing changes"
+    );
     second.unwatch(p.id).await.unwrap();
     assert_eq!(second.watched().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activity_notice_is_authenticated_and_rechecked_on_chain() {
-    let Some(anvil) = anvil::start_or_skip("activity_notice").await else { return };
+    let Some(anvil) = anvil::start_or_skip("activity_notice").await else {
+        return;
+    };
     let token = anvil.deploy_token().await;
     let payments = backend(&anvil, &token, Arc::new(MemoryStore::new())).await;
     let eth = payments.eth();
@@ -289,16 +366,44 @@ async fn activity_notice_is_authenticated_and_rechecked_on_chain() {
     let address: Address = p.reference.parse().unwrap();
     anvil.send_eth(1, &p.reference, 1_500).await;
     anvil.mine(1).await;
-    let (headers, body) = payments.activity_notice("0xblock", &[address, Address::ZERO]).unwrap();
-    let events = eth.parse_webhook(WebhookRequest { headers: &headers, body: &body }).await.unwrap();
+    let (headers, body) = payments
+        .activity_notice("0xblock", &[address, Address::ZERO])
+        .unwrap();
+    let events = eth
+        .parse_webhook(WebhookRequest {
+            headers: &headers,
+            body: &body,
+        })
+        .await
+        .unwrap();
     assert_eq!(events.len(), 1, "unknown addresses are skipped: {events:?}");
     assert_eq!(events[0].event_key, format!("eth:0xblock:{}", p.reference));
     // The USDT verifier ignores the ETH request named in the same notice.
-    assert!(payments.usdt().parse_webhook(WebhookRequest { headers: &headers, body: &body }).await.unwrap().is_empty());
+    assert!(
+        payments
+            .usdt()
+            .parse_webhook(WebhookRequest {
+                headers: &headers,
+                body: &body
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A signed notice whose body is not a notice is InvalidInput.
     let (h, _) = payments.activity_notice("x", &[]).unwrap();
-    let e = eth.parse_webhook(WebhookRequest { headers: &h, body: b"{}" }).await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "signature covers the body: {e}");
+    let e = eth
+        .parse_webhook(WebhookRequest {
+            headers: &h,
+            body: b"{}",
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Unauthenticated,
+        "signature covers the body: {e}"
+    );
 }
 
 /// Makes money arrive on anvil for the kit.
@@ -311,7 +416,10 @@ struct AnvilDriver {
 #[async_trait]
 impl PaymentKitDriver for AnvilDriver {
     async fn pay(&self, payment: &Payment, amount: Money, confirmed: bool) -> Result<()> {
-        let to = payment.pay_to.as_deref().expect("chain payments have an address");
+        let to = payment
+            .pay_to
+            .as_deref()
+            .expect("chain payments have an address");
         let units = u128::try_from(amount.minor_units()).unwrap();
         match amount.asset() {
             Asset::Eth => self.anvil.send_eth(4, to, units).await,
@@ -331,10 +439,16 @@ impl PaymentKitDriver for AnvilDriver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_kit_passes_for_eth_and_usdt() {
-    let Some(anvil) = anvil::start_or_skip("payment_kit").await else { return };
+    let Some(anvil) = anvil::start_or_skip("payment_kit").await else {
+        return;
+    };
     let token = anvil.deploy_token().await;
     let payments = backend(&anvil, &token, Arc::new(MemoryStore::new())).await;
-    let driver = AnvilDriver { anvil, token, payments: payments.clone() };
+    let driver = AnvilDriver {
+        anvil,
+        token,
+        payments: payments.clone(),
+    };
     kit::run_all(&payments.eth(), &driver).await;
     kit::run_all(&payments.usdt(), &driver).await;
 }
@@ -344,10 +458,16 @@ async fn payment_kit_passes_for_eth_and_usdt() {
 fn token_bytecode_matches_source() {
     let solc = std::env::var("NEMORDP_SOLCJS_DIR")
         .unwrap_or_else(|_| "/var/tmp/nemordp-peers/node_modules/solc".to_owned());
-    let node_ok = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let node_ok = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !node_ok || !std::path::Path::new(&solc).join("solc.js").is_file() {
         let reason = "token_bytecode_matches_source: skipped: node or solc-js missing (run scripts/peers.d/20-anvil.sh)";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}; CI=true requires it");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{reason}; CI=true requires it"
+        );
         eprintln!("{reason}");
         return;
     }
@@ -357,7 +477,11 @@ fn token_bytecode_matches_source() {
         .arg(&solc)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
         anvil::TOKEN_BIN.trim(),

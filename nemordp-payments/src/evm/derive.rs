@@ -69,9 +69,10 @@ impl AddressDeriver {
                 ))
             })?;
         let path = [ChildNumber::Normal { index: 0 }, child];
-        let key = self.xpub.derive_pub(&self.secp, &path).map_err(|e| {
-            Error::invalid_input(format!("cannot derive index {index}: {e}"))
-        })?;
+        let key = self
+            .xpub
+            .derive_pub(&self.secp, &path)
+            .map_err(|e| Error::invalid_input(format!("cannot derive index {index}: {e}")))?;
         let uncompressed = key.public_key.serialize_uncompressed();
         Ok(Address::from_raw_public_key(&uncompressed[1..]))
     }
@@ -120,7 +121,9 @@ mod tests {
     fn refuses_private_keys_garbage_and_hardened_indexes() {
         let secp = Secp256k1::new();
         let seed = hex::decode(ANVIL_SEED).unwrap();
-        let xprv = Xpriv::new_master(NetworkKind::Main, &seed).unwrap().to_string();
+        let xprv = Xpriv::new_master(NetworkKind::Main, &seed)
+            .unwrap()
+            .to_string();
         let e = AddressDeriver::from_xpub(&xprv).unwrap_err();
         assert!(e.message().contains("PRIVATE"), "{e}");
         assert!(AddressDeriver::from_xpub("xpub123").is_err());

@@ -116,9 +116,12 @@ impl EvmPaymentsBuilder {
     /// `ETH_CONFIRMATIONS` (`12`, `safe` or `finalized`) and `EVM_WEBHOOK_SECRET`.
     pub fn from_env() -> Result<Self> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let mut b = Self::default();
-        b.rpc_url = var("ETH_RPC_URL");
-        b.xpub = var("EVM_XPUB");
+        let mut b = Self {
+            rpc_url: var("ETH_RPC_URL"),
+            xpub: var("EVM_XPUB"),
+            webhook_secret: var("EVM_WEBHOOK_SECRET").map(SecretString::from),
+            ..Self::default()
+        };
         if let Some(t) = var("USDT_CONTRACT") {
             b.token = t.trim().parse().map_err(|_| {
                 Error::invalid_config(format!("USDT_CONTRACT is not an address: {t:?}"))
@@ -132,7 +135,6 @@ impl EvmPaymentsBuilder {
         if let Some(c) = var("ETH_CONFIRMATIONS") {
             b.policy = ConfirmationPolicy::parse(&c)?;
         }
-        b.webhook_secret = var("EVM_WEBHOOK_SECRET").map(SecretString::from);
         Ok(b)
     }
 
@@ -363,11 +365,22 @@ impl EvmPayments {
     /// Stops watching a request (say, once its invoice is final); its record stays.
     pub async fn unwatch(&self, payment_id: PaymentId) -> Result<()> {
         let key = payment_id.to_string();
-        let Some(record) = self.inner.store.get_record(REQUEST_COLLECTION, &key).await? else {
+        let Some(record) = self
+            .inner
+            .store
+            .get_record(REQUEST_COLLECTION, &key)
+            .await?
+        else {
             return Err(Error::not_found(format!("no EVM request {key}")));
         };
         let mut r: RequestRecord = record.decode()?;
-        self.inner.state.lock().await.chain.watchlist.remove(&r.address);
+        self.inner
+            .state
+            .lock()
+            .await
+            .chain
+            .watchlist
+            .remove(&r.address);
         if r.watching {
             r.watching = false;
             let write = RecordWrite::update(REQUEST_COLLECTION, &key, &r, record.version)?;
@@ -390,8 +403,9 @@ impl EvmPayments {
             id: id.to_owned(),
             addresses: addresses.to_vec(),
         };
-        let body = serde_json::to_vec(&notice)
-            .map_err(|e| Error::new(ErrorKind::Unexpected, "cannot encode notice").with_source(e))?;
+        let body = serde_json::to_vec(&notice).map_err(|e| {
+            Error::new(ErrorKind::Unexpected, "cannot encode notice").with_source(e)
+        })?;
         let sig = hex::encode(self.mac()?.chain_update(&body).finalize().into_bytes());
         let mut headers = http::HeaderMap::new();
         headers.insert(
@@ -455,13 +469,19 @@ impl EvmPayments {
             OpenedPayment::new(a.clone()).with_pay_to(a)
         };
         if req.amount.is_zero() {
-            return Err(Error::invalid_input("a payment request needs an amount above zero"));
+            return Err(Error::invalid_input(
+                "a payment request needs an amount above zero",
+            ));
         }
         if let Some(existing) = self.existing(asset, &key).await? {
             return Ok(opened(&existing));
         }
         let now = self.inner.clock.now();
-        let index = self.inner.store.reserve_index(&self.inner.scope, &key, now).await?;
+        let index = self
+            .inner
+            .store
+            .reserve_index(&self.inner.scope, &key, now)
+            .await?;
         let address = self.inner.deriver.address(index)?;
         let next = self.inner.state.lock().await.chain.next_block();
         let from_block = match next {
@@ -483,7 +503,12 @@ impl EvmPayments {
             );
         }
         let write = RecordWrite::insert(REQUEST_COLLECTION, &key, &record)?;
-        match self.inner.store.commit(Batch::new().put_record(write), now).await {
+        match self
+            .inner
+            .store
+            .commit(Batch::new().put_record(write), now)
+            .await
+        {
             Ok(_) => {}
             // A concurrent open of the same id won: answer with its record.
             Err(e) if e.kind() == ErrorKind::Conflict => {

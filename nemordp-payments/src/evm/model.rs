@@ -109,7 +109,10 @@ mod tests {
         .unwrap();
         assert_eq!(block.number.to::<u64>(), 16);
         assert_eq!(block.transactions[0].to, None);
-        assert_eq!(block.transactions[1].value, U256::from(10_u64).pow(U256::from(18)));
+        assert_eq!(
+            block.transactions[1].value,
+            U256::from(10_u64).pow(U256::from(18))
+        );
         let r: RpcReceipt = serde_json::from_value(serde_json::json!({
             "transactionHash": format!("0x{}", "33".repeat(32)), "status": "0x0"
         }))

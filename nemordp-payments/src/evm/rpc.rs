@@ -37,7 +37,7 @@ pub(crate) enum BlockRef {
 impl BlockRef {
     fn to_param(self) -> Value {
         match self {
-            Self::Number(n) => Value::String(format!("{:#x}", n)),
+            Self::Number(n) => Value::String(format!("{n:#x}")),
             Self::Latest => Value::String("latest".into()),
             Self::Safe => Value::String("safe".into()),
             Self::Finalized => Value::String("finalized".into()),
@@ -61,10 +61,10 @@ impl RpcClient {
             Error::invalid_config(format!("ETH_RPC_URL is not a URL: {e}")).with_backend(NAME)
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(Error::invalid_config(
-                "ETH_RPC_URL must be an http:// or https:// URL",
-            )
-            .with_backend(NAME));
+            return Err(
+                Error::invalid_config("ETH_RPC_URL must be an http:// or https:// URL")
+                    .with_backend(NAME),
+            );
         }
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -240,9 +240,15 @@ mod tests {
     fn rpc_error_codes_map_to_kinds() {
         let e = rpc_error("eth_getLogs", &json!({"code": -32005, "message": "limit"}));
         assert_eq!(e.kind(), ErrorKind::RateLimited);
-        let e = rpc_error("eth_getBlockReceipts", &json!({"code": -32601, "message": "nope"}));
+        let e = rpc_error(
+            "eth_getBlockReceipts",
+            &json!({"code": -32601, "message": "nope"}),
+        );
         assert_eq!(e.kind(), ErrorKind::NotSupported);
-        let e = rpc_error("eth_getLogs", &json!({"code": 4444, "message": "pruned history"}));
+        let e = rpc_error(
+            "eth_getLogs",
+            &json!({"code": 4444, "message": "pruned history"}),
+        );
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.is_retryable());
         let e = rpc_error("x", &json!("garbage"));

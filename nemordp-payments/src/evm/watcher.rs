@@ -119,7 +119,7 @@ impl Watchlist {
             .filter_map(|tx| {
                 let to = tx.to?;
                 let from = *self.eth.get(&to)?;
-                (number >= from).then(|| Credit {
+                (number >= from).then_some(Credit {
                     key: CreditKey {
                         tx: tx.hash,
                         log_index: None,
@@ -296,7 +296,12 @@ impl ChainState {
     ) -> Result<Totals> {
         let mut t = Totals::default();
         let overflow = || Error::new(ErrorKind::Unexpected, "payment totals overflow 256 bits");
-        for c in self.ledger.get(address).into_iter().flat_map(BTreeMap::values) {
+        for c in self
+            .ledger
+            .get(address)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+        {
             if c.asset != asset {
                 continue;
             }
@@ -387,7 +392,10 @@ async fn sync_pass(rpc: &RpcClient, cfg: &ScanConfig, st: &mut ChainState) -> Re
         if block.number.to::<u64>() != n {
             return Err(Error::new(
                 ErrorKind::Unexpected,
-                format!("asked for block {n}, the node answered block {}", block.number),
+                format!(
+                    "asked for block {n}, the node answered block {}",
+                    block.number
+                ),
             ));
         }
         if let Some(parent) = n.checked_sub(1).and_then(|p| st.recent.get(&p))
@@ -472,14 +480,8 @@ async fn scan_block(
         }
     }
     if !st.watchlist.token.is_empty() {
-        let recipients: Option<Vec<B256>> =
-            (st.watchlist.token.len() <= cfg.topic_filter_limit).then(|| {
-                st.watchlist
-                    .token
-                    .keys()
-                    .map(|a| a.into_word())
-                    .collect()
-            });
+        let recipients: Option<Vec<B256>> = (st.watchlist.token.len() <= cfg.topic_filter_limit)
+            .then(|| st.watchlist.token.keys().map(Address::into_word).collect());
         let topics = [Some(vec![TRANSFER_TOPIC]), None, recipients];
         let logs = rpc.logs_in_block(block.hash, cfg.token, &topics).await?;
         for log in logs.iter().filter(|l| l.removed) {
@@ -607,7 +609,14 @@ mod tests {
         assert_eq!(credits[0].amount, U256::from(1_000_000));
         assert_eq!(credits[0].key.log_index, Some(0));
         // Before the request was opened, nothing counts.
-        assert!(w.match_token_logs(token, &block(9, 4), &[transfer_log(token, ours, 1, &block(9, 4), 0)]).is_empty());
+        assert!(
+            w.match_token_logs(
+                token,
+                &block(9, 4),
+                &[transfer_log(token, ours, 1, &block(9, 4), 0)]
+            )
+            .is_empty()
+        );
         // An ETH request's address is not credited by token transfers.
         let mut eth_only = Watchlist::default();
         eth_only.insert(ours, EvmAsset::Eth, 0);
@@ -619,11 +628,15 @@ mod tests {
         let mut st = ChainState::default();
         let to = Address::repeat_byte(0x11);
         for n in 1..=5 {
-            st.recent.insert(n, B256::repeat_byte(u8::try_from(n).unwrap()));
+            st.recent
+                .insert(n, B256::repeat_byte(u8::try_from(n).unwrap()));
         }
         for (n, amount) in [(3_u64, 100_u64), (5, 50)] {
             st.credit(Credit {
-                key: CreditKey { tx: B256::repeat_byte(u8::try_from(n).unwrap()), log_index: None },
+                key: CreditKey {
+                    tx: B256::repeat_byte(u8::try_from(n).unwrap()),
+                    log_index: None,
+                },
                 to,
                 asset: EvmAsset::Eth,
                 amount: U256::from(amount),
@@ -635,19 +648,34 @@ mod tests {
         let policy = ConfirmationPolicy::Depth(3);
         let t = st.totals(&to, EvmAsset::Eth, policy).unwrap();
         assert_eq!((t.seen, t.confirmed), (U256::from(150), U256::from(100)));
-        assert_eq!(st.totals(&to, EvmAsset::Usdt, policy).unwrap(), Totals::default());
+        assert_eq!(
+            st.totals(&to, EvmAsset::Usdt, policy).unwrap(),
+            Totals::default()
+        );
         st.touched.clear();
         st.rollback_above(4);
-        assert_eq!(st.totals(&to, EvmAsset::Eth, policy).unwrap().seen, U256::from(100));
+        assert_eq!(
+            st.totals(&to, EvmAsset::Eth, policy).unwrap().seen,
+            U256::from(100)
+        );
         assert_eq!(st.drain_changed(policy), vec![to]);
         assert_eq!(st.next_block(), Some(5));
     }
 
     #[test]
     fn policy_parses() {
-        assert_eq!(ConfirmationPolicy::parse("12").unwrap(), ConfirmationPolicy::Depth(12));
-        assert_eq!(ConfirmationPolicy::parse("safe").unwrap(), ConfirmationPolicy::Safe);
-        assert_eq!(ConfirmationPolicy::parse(" finalized ").unwrap(), ConfirmationPolicy::Finalized);
+        assert_eq!(
+            ConfirmationPolicy::parse("12").unwrap(),
+            ConfirmationPolicy::Depth(12)
+        );
+        assert_eq!(
+            ConfirmationPolicy::parse("safe").unwrap(),
+            ConfirmationPolicy::Safe
+        );
+        assert_eq!(
+            ConfirmationPolicy::parse(" finalized ").unwrap(),
+            ConfirmationPolicy::Finalized
+        );
         assert!(ConfirmationPolicy::parse("0").is_err());
         assert!(ConfirmationPolicy::parse("latest").is_err());
     }

@@ -20,7 +20,8 @@ pub const DEFAULT_ANVIL: &str =
 
 /// The anvil binary: `NEMORDP_ANVIL`, else the peers cache.
 pub fn anvil_path() -> Option<PathBuf> {
-    let p = std::env::var_os("NEMORDP_ANVIL").map_or_else(|| PathBuf::from(DEFAULT_ANVIL), PathBuf::from);
+    let p = std::env::var_os("NEMORDP_ANVIL")
+        .map_or_else(|| PathBuf::from(DEFAULT_ANVIL), PathBuf::from);
     p.is_file().then_some(p)
 }
 
@@ -30,7 +31,10 @@ pub async fn start_or_skip(test: &str) -> Option<Anvil> {
         let reason = format!(
             "{test}: skipped: anvil not found (run scripts/peers.d/20-anvil.sh or set NEMORDP_ANVIL)"
         );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}; CI=true requires it");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{reason}; CI=true requires it"
+        );
         eprintln!("{reason}");
         return None;
     };
@@ -58,7 +62,14 @@ impl Anvil {
                 .unwrap()
                 .port();
             let child = tokio::process::Command::new(path)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--no-mining", "--silent"])
+                .args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--no-mining",
+                    "--silent",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .kill_on_drop(true)
@@ -146,7 +157,10 @@ impl Anvil {
             .await;
         self.mine(1).await;
         let receipt = self.rpc("eth_getTransactionReceipt", json!([hash])).await;
-        assert_eq!(receipt["status"], "0x1", "token deployment failed: {receipt}");
+        assert_eq!(
+            receipt["status"], "0x1",
+            "token deployment failed: {receipt}"
+        );
         receipt["contractAddress"].as_str().unwrap().to_owned()
     }
 
