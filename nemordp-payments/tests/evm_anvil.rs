@@ -488,3 +488,49 @@ fn token_bytecode_matches_source() {
         "TestToken.bin is stale: run nemordp-payments/scripts/regen-test-token.sh"
     );
 }
+
+/// With the `finalized` (or `safe`) policy a payment is confirmed once the node's tagged
+/// block reaches it; anvil puts `finalized` 64 and `safe` 32 blocks behind the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalized_and_safe_policies_follow_the_node_tags() {
+    let Some(anvil) = anvil::start_or_skip("finalized_policy").await else {
+        return;
+    };
+    let token = anvil.deploy_token().await;
+    for (policy, lag) in [
+        (ConfirmationPolicy::Finalized, 64),
+        (ConfirmationPolicy::Safe, 32),
+    ] {
+        let payments = EvmPayments::builder()
+            .rpc_url(&anvil.url)
+            .xpub(test_xpub())
+            .usdt_contract(token.parse().unwrap())
+            .confirmations(policy)
+            .min_sync_interval(Duration::ZERO)
+            .build(Arc::new(MemoryStore::new()))
+            .await
+            .unwrap();
+        let usdt = payments.usdt();
+        let p = open(&usdt, 1_000_000).await;
+        anvil
+            .send_token(&token, p.pay_to.as_ref().unwrap(), 1_000_000)
+            .await;
+        anvil.mine(lag - 1).await;
+        let p = observe(&usdt, &p).await;
+        assert_eq!(
+            (p.state.status, units(&p)),
+            (InvoiceStatus::Processing, (1_000_000, 0)),
+            "{policy:?}: head {lag} − 2 blocks past the payment"
+        );
+        anvil.mine(1).await;
+        let p = observe(&usdt, &p).await;
+        assert_eq!(p.state.status, InvoiceStatus::Processing, "{policy:?}");
+        anvil.mine(1).await;
+        let p = observe(&usdt, &p).await;
+        assert_eq!(
+            (p.state.status, units(&p)),
+            (InvoiceStatus::Settled, (1_000_000, 1_000_000)),
+            "{policy:?}"
+        );
+    }
+}
