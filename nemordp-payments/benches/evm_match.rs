@@ -35,7 +35,11 @@ fn addr(seed: u64) -> Address {
 fn fixture() -> (Watchlist, RpcBlock, Vec<RpcLog>) {
     let mut w = Watchlist::default();
     for i in 0..WATCHED {
-        let asset = if i % 2 == 0 { EvmAsset::Eth } else { EvmAsset::Usdt };
+        let asset = if i % 2 == 0 {
+            EvmAsset::Eth
+        } else {
+            EvmAsset::Usdt
+        };
         w.insert(addr(i), asset, 1);
     }
     let block_hash = B256::repeat_byte(0xab);
@@ -53,7 +57,11 @@ fn fixture() -> (Watchlist, RpcBlock, Vec<RpcLog>) {
     .unwrap();
     let logs: Vec<RpcLog> = (0..400_u64)
         .map(|i| {
-            let to = if i < 3 { addr(i * 2 + 1) } else { addr(2_000_000 + i) };
+            let to = if i < 3 {
+                addr(i * 2 + 1)
+            } else {
+                addr(2_000_000 + i)
+            };
             serde_json::from_value(json!({
                 "address": MAINNET_USDT,
                 "topics": [
@@ -78,14 +86,25 @@ fn bench(c: &mut Criterion) {
     let (w, block, logs) = fixture();
     let native = w.match_native(&block);
     let token = w.match_token_logs(MAINNET_USDT, &block, &logs);
-    assert_eq!((native.len(), token.len()), (3, 3), "the fixture's payments are found");
-    c.bench_function("evm: match a 300-tx, 400-log block against 100,000 watched", |b| {
-        b.iter(|| {
-            let n = black_box(&w).match_native(black_box(&block));
-            let t = black_box(&w).match_token_logs(MAINNET_USDT, black_box(&block), black_box(&logs));
-            black_box((n, t))
-        });
-    });
+    assert_eq!(
+        (native.len(), token.len()),
+        (3, 3),
+        "the fixture's payments are found"
+    );
+    c.bench_function(
+        "evm: match a 300-tx, 400-log block against 100,000 watched",
+        |b| {
+            b.iter(|| {
+                let n = black_box(&w).match_native(black_box(&block));
+                let t = black_box(&w).match_token_logs(
+                    MAINNET_USDT,
+                    black_box(&block),
+                    black_box(&logs),
+                );
+                black_box((n, t))
+            });
+        },
+    );
 }
 
 criterion_group!(benches, bench);

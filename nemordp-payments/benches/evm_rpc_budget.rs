@@ -51,7 +51,11 @@ async fn main() {
     let mut addresses = Vec::with_capacity(PENDING);
     let before_open = payments.rpc_calls();
     for i in 0..PENDING {
-        let (v, asset) = if i % 2 == 0 { (&eth, Asset::Eth) } else { (&usdt, Asset::Usdt) };
+        let (v, asset) = if i % 2 == 0 {
+            (&eth, Asset::Eth)
+        } else {
+            (&usdt, Asset::Usdt)
+        };
         let req = PaymentRequest::new(
             OrderId::new(),
             Money::from_minor(asset, 1_000_000_u64),
@@ -70,7 +74,12 @@ async fn main() {
         ("1 new block, 1 USDT payment", 1, false, true),
         ("1 new block, 1 ETH payment", 1, true, false),
         ("1 new block, 1 ETH + 1 USDT payment", 1, true, true),
-        ("5 new blocks at once, 1 ETH + 1 USDT payment", 5, true, true),
+        (
+            "5 new blocks at once, 1 ETH + 1 USDT payment",
+            5,
+            true,
+            true,
+        ),
     ];
     for (round, (label, blocks, pay_eth, pay_usdt)) in scenarios.into_iter().enumerate() {
         let mut per_block = Vec::new();
@@ -88,7 +97,9 @@ async fn main() {
                 anvil.send_eth(1, &pick(Asset::Eth), 1_000_000).await;
             }
             if pay_usdt {
-                anvil.send_token(&token, &pick(Asset::Usdt), 1_000_000).await;
+                anvil
+                    .send_token(&token, &pick(Asset::Usdt), 1_000_000)
+                    .await;
             }
             anvil.mine(blocks).await;
             let before = payments.rpc_calls();
@@ -106,7 +117,10 @@ async fn main() {
             "| {label} | ≤ 3 | {max:.1} calls/block (max of 10) |"
         ));
     }
-    println!("\nEVM watcher, {PENDING} pending requests, anvil at {}", anvil.url);
+    println!(
+        "\nEVM watcher, {PENDING} pending requests, anvil at {}",
+        anvil.url
+    );
     println!("opening {PENDING} requests made {open_calls} RPC calls\n");
     println!("| scenario | goal | measured |\n|---|---|---|");
     for r in rows {

@@ -534,3 +534,37 @@ async fn finalized_and_safe_policies_follow_the_node_tags() {
         );
     }
 }
+
+/// Past the topic-filter limit the watcher asks for all of the token's transfers in the block
+/// and matches them here: the same payments count, strangers' transfers do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usdt_matching_without_a_topic_filter() {
+    let Some(anvil) = anvil::start_or_skip("usdt_without_topic_filter").await else {
+        return;
+    };
+    let token = anvil.deploy_token().await;
+    let payments = EvmPayments::builder()
+        .rpc_url(&anvil.url)
+        .xpub(test_xpub())
+        .usdt_contract(token.parse().unwrap())
+        .confirmations(ConfirmationPolicy::Depth(1))
+        .topic_filter_limit(0)
+        .min_sync_interval(Duration::ZERO)
+        .build(Arc::new(MemoryStore::new()))
+        .await
+        .unwrap();
+    let usdt = payments.usdt();
+    let p = open(&usdt, 9_000_000).await;
+    anvil
+        .send_token(&token, &anvil.accounts[5].clone(), 1_000_000)
+        .await;
+    anvil
+        .send_token(&token, p.pay_to.as_ref().unwrap(), 9_000_000)
+        .await;
+    anvil.mine(1).await;
+    let p = observe(&usdt, &p).await;
+    assert_eq!(
+        (p.state.status, units(&p)),
+        (InvoiceStatus::Settled, (9_000_000, 9_000_000))
+    );
+}
