@@ -568,3 +568,32 @@ async fn usdt_matching_without_a_topic_filter() {
         (InvoiceStatus::Settled, (9_000_000, 9_000_000))
     );
 }
+
+/// A transaction that pays the address but fails (status 0) is not a payment: the address is
+/// given code that always reverts (`anvil_setCode`), so the value transfer is mined but undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_transaction_to_the_address_does_not_count() {
+    let Some(anvil) = anvil::start_or_skip("failed_transaction").await else {
+        return;
+    };
+    let token = anvil.deploy_token().await;
+    let payments = backend(&anvil, &token, Arc::new(MemoryStore::new())).await;
+    let eth = payments.eth();
+    let p = open(&eth, 7_000).await;
+    let to = p.pay_to.clone().unwrap();
+    // PUSH1 0 PUSH1 0 REVERT
+    anvil
+        .rpc("anvil_setCode", json!([to, "0x60006000fd"]))
+        .await;
+    let hash = anvil
+        .send(json!({"from": anvil.accounts[1], "to": to, "value": "0x1b58", "gas": "0x186a0"}))
+        .await;
+    anvil.mine(DEPTH).await;
+    let receipt = anvil.rpc("eth_getTransactionReceipt", json!([hash])).await;
+    assert_eq!(
+        receipt["status"], "0x0",
+        "the transfer was mined and failed"
+    );
+    let p = observe(&eth, &p).await;
+    assert_eq!((p.state.status, units(&p)), (InvoiceStatus::New, (0, 0)));
+}
