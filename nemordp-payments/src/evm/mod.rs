@@ -374,13 +374,7 @@ impl EvmPayments {
             return Err(Error::not_found(format!("no EVM request {key}")));
         };
         let mut r: RequestRecord = record.decode()?;
-        self.inner
-            .state
-            .lock()
-            .await
-            .chain
-            .watchlist
-            .remove(&r.address);
+        self.inner.state.lock().await.chain.unwatch(&r.address);
         if r.watching {
             r.watching = false;
             let write = RecordWrite::update(REQUEST_COLLECTION, &key, &r, record.version)?;

@@ -248,6 +248,13 @@ impl ChainState {
         }
     }
 
+    /// Stops watching `address` and forgets its credits.
+    pub(crate) fn unwatch(&mut self, address: &Address) {
+        self.watchlist.remove(address);
+        self.ledger.remove(address);
+        self.touched.remove(address);
+    }
+
     /// Removes every block above `n` and the credits they gave.
     fn rollback_above(&mut self, n: u64) {
         let dropped = self.recent.split_off(&(n + 1));
@@ -660,6 +667,61 @@ mod tests {
         );
         assert_eq!(st.drain_changed(policy), vec![to]);
         assert_eq!(st.next_block(), Some(5));
+    }
+
+    proptest::proptest! {
+        /// Random histories of blocks, credits, rollbacks and head moves: the totals always
+        /// equal a plain recomputation over the blocks still on the chain.
+        #[test]
+        fn totals_match_a_model_under_random_reorgs(
+            ops in proptest::collection::vec((0_u8..3, 0_u64..4, 1_u64..1_000), 1..60),
+            depth in 1_u64..5,
+        ) {
+            let to = Address::repeat_byte(0x11);
+            let policy = ConfirmationPolicy::Depth(depth);
+            let mut st = ChainState::default();
+            // model: (block, amount) of every live credit
+            let mut model: Vec<(u64, u64)> = Vec::new();
+            let mut tip = 0_u64;
+            let mut serial = 0_u64;
+            for (op, k, amount) in ops {
+                match op {
+                    0 | 1 => {
+                        tip += 1;
+                        st.recent.insert(tip, B256::from(U256::from(tip)));
+                        for _ in 0..k {
+                            serial += 1;
+                            st.credit(Credit {
+                                key: CreditKey { tx: B256::from(U256::from(serial)), log_index: Some(k) },
+                                to,
+                                asset: EvmAsset::Usdt,
+                                amount: U256::from(amount),
+                                block_number: tip,
+                                block_hash: B256::from(U256::from(tip)),
+                            });
+                            model.push((tip, amount));
+                        }
+                    }
+                    _ => {
+                        let keep = tip.saturating_sub(k);
+                        st.rollback_above(keep);
+                        model.retain(|(b, _)| *b <= keep);
+                        tip = keep;
+                    }
+                }
+                st.head = Some(tip);
+                let t = st.totals(&to, EvmAsset::Usdt, policy).unwrap();
+                let seen: u64 = model.iter().map(|(_, a)| a).sum();
+                let confirmed: u64 = model
+                    .iter()
+                    .filter(|(b, _)| tip + 1 - b >= depth)
+                    .map(|(_, a)| a)
+                    .sum();
+                proptest::prop_assert_eq!(t.seen, U256::from(seen));
+                proptest::prop_assert_eq!(t.confirmed, U256::from(confirmed));
+                proptest::prop_assert!(t.confirmed <= t.seen);
+            }
+        }
     }
 
     #[test]
