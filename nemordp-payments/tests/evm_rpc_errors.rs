@@ -138,3 +138,22 @@ async fn configuration_errors_are_invalid_config() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidConfig);
 }
+
+/// Hosted node URLs carry the API key: it must not show in errors (Display or Debug).
+#[tokio::test]
+async fn the_node_url_key_never_shows_in_errors() {
+    let e = EvmPayments::builder()
+        .rpc_url("http://127.0.0.1:1/v3/supersecretkey0042")
+        .xpub(XPUB)
+        .build(Arc::new(MemoryStore::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    let mut shown = format!("{e} {e:?}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        shown.push_str(&format!(" {s} {s:?}"));
+        source = s.source();
+    }
+    assert!(!shown.contains("supersecretkey0042"), "{shown}");
+}

@@ -82,7 +82,8 @@ pub struct RequestRecord {
 /// Builder for [`EvmPayments`].
 #[derive(Debug)]
 pub struct EvmPaymentsBuilder {
-    rpc_url: Option<String>,
+    /// Secret: hosted node URLs carry the API key.
+    rpc_url: Option<SecretString>,
     xpub: Option<String>,
     token: Address,
     chain_id: Option<u64>,
@@ -117,7 +118,7 @@ impl EvmPaymentsBuilder {
     pub fn from_env() -> Result<Self> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let mut b = Self {
-            rpc_url: var("ETH_RPC_URL"),
+            rpc_url: var("ETH_RPC_URL").map(SecretString::from),
             xpub: var("EVM_XPUB"),
             webhook_secret: var("EVM_WEBHOOK_SECRET").map(SecretString::from),
             ..Self::default()
@@ -141,7 +142,7 @@ impl EvmPaymentsBuilder {
     /// The node's JSON-RPC URL (`ETH_RPC_URL`).
     #[must_use]
     pub fn rpc_url(mut self, url: impl Into<String>) -> Self {
-        self.rpc_url = Some(url.into());
+        self.rpc_url = Some(SecretString::from(url.into()));
         self
     }
 
@@ -212,7 +213,7 @@ impl EvmPaymentsBuilder {
             .xpub
             .ok_or_else(|| Error::invalid_config("EVM_XPUB is not set").with_backend(NAME))?;
         let deriver = AddressDeriver::from_xpub(&xpub).map_err(|e| e.with_backend(NAME))?;
-        let rpc = RpcClient::new(&url, self.timeout)?;
+        let rpc = RpcClient::new(url.expose_secret(), self.timeout)?;
         let chain_id = rpc.chain_id().await?;
         if let Some(want) = self.chain_id
             && want != chain_id

@@ -46,12 +46,33 @@ impl BlockRef {
 }
 
 /// The JSON-RPC client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct RpcClient {
     http: reqwest::Client,
     url: String,
     next_id: Arc<AtomicU64>,
     calls: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Hosted node URLs carry the API key in the path or query: show the host only.
+        f.debug_struct("RpcClient")
+            .field("node", &redacted(&self.url))
+            .field("calls", &self.calls())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://host[:port]/…` of a node URL, without path, query or credentials.
+pub(crate) fn redacted(url: &str) -> String {
+    reqwest::Url::parse(url).map_or_else(
+        |_| "(unparsable URL)".to_owned(),
+        |u| {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{}{port}/…", u.scheme(), u.host_str().unwrap_or(""))
+        },
+    )
 }
 
 impl RpcClient {
@@ -106,7 +127,8 @@ impl RpcClient {
             .send()
             .await
             .map_err(|e| {
-                fail(ErrorKind::Unavailable, "the node did not answer".into()).with_source(e)
+                fail(ErrorKind::Unavailable, "the node did not answer".into())
+                    .with_source(e.without_url())
             })?;
         let status = response.status();
         if status.as_u16() == 429 {
@@ -122,7 +144,8 @@ impl RpcClient {
             );
         }
         let bytes = response.bytes().await.map_err(|e| {
-            fail(ErrorKind::Unavailable, "the response body broke off".into()).with_source(e)
+            fail(ErrorKind::Unavailable, "the response body broke off".into())
+                .with_source(e.without_url())
         })?;
         if status.is_server_error() {
             return Err(fail(ErrorKind::Unavailable, format!("HTTP {status}")));
@@ -261,5 +284,15 @@ mod tests {
         assert_eq!(BlockRef::Finalized.to_param(), json!("finalized"));
         assert!(RpcClient::new("ftp://x", Duration::from_secs(1)).is_err());
         assert!(RpcClient::new("not a url", Duration::from_secs(1)).is_err());
+        let c = RpcClient::new(
+            "https://user:pw@mainnet.infura.io/v3/0123456789abcdef?key=secret",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("https://mainnet.infura.io/…"), "{shown}");
+        for secret in ["0123456789abcdef", "secret", "pw"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
     }
 }
