@@ -3,7 +3,7 @@
 //! a local HTTP server answering like a JSON-RPC node.
 #![cfg(feature = "eth")]
 
-use std::{sync::Arc, time::Duration};
+use std::{fmt::Write as _, sync::Arc, time::Duration};
 
 use serde_json::json;
 use wiremock::{
@@ -152,7 +152,7 @@ async fn the_node_url_key_never_shows_in_errors() {
     let mut shown = format!("{e} {e:?}");
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
-        shown.push_str(&format!(" {s} {s:?}"));
+        write!(shown, " {s} {s:?}").unwrap();
         source = s.source();
     }
     assert!(!shown.contains("supersecretkey0042"), "{shown}");
