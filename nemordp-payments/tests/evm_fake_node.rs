@@ -205,3 +205,58 @@ async fn receipt_fallback_failed_transactions_and_removed_logs() {
         "2 confirmations"
     );
 }
+
+/// Concurrent opens never share an address, and concurrent re-opens of one payment id agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_get_distinct_addresses() {
+    let chain = Arc::new(Mutex::new(Chain::default()));
+    chain.lock().unwrap().push(&[], vec![]);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Node(chain.clone()))
+        .mount(&server)
+        .await;
+    let payments = EvmPayments::builder()
+        .rpc_url(server.uri())
+        .xpub(XPUB)
+        .usdt_contract(TOKEN.parse().unwrap())
+        .build(Arc::new(MemoryStore::new()))
+        .await
+        .unwrap();
+    let request = || {
+        PaymentRequest::new(
+            OrderId::new(),
+            Money::from_minor(Asset::Usdt, 100_u64),
+            Timestamp::from_unix_secs(1_700_000_900),
+        )
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let v = payments.usdt();
+        let req = request();
+        tasks.push(tokio::spawn(async move {
+            v.open(&req).await.unwrap().reference
+        }));
+    }
+    let same = request();
+    for _ in 0..10 {
+        let v = payments.usdt();
+        let req = same.clone();
+        tasks.push(tokio::spawn(async move {
+            v.open(&req).await.unwrap().reference
+        }));
+    }
+    let mut refs = Vec::new();
+    for t in tasks {
+        refs.push(t.await.unwrap());
+    }
+    let repeated: std::collections::HashSet<_> = refs[40..].iter().collect();
+    assert_eq!(
+        repeated.len(),
+        1,
+        "one payment id, one address: {repeated:?}"
+    );
+    let distinct: std::collections::HashSet<_> = refs.iter().collect();
+    assert_eq!(distinct.len(), 41, "40 requests + the repeated one");
+    assert_eq!(payments.watched().await, 41);
+}
