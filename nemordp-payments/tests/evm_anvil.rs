@@ -345,6 +345,11 @@ async fn reopening_is_idempotent_and_a_restart_finds_payments_again() {
     );
     let changed = second.sync().await.unwrap();
     assert_eq!(changed.len(), 1, "the rescan credited it: {changed:?}");
+    assert_eq!(changed[0].method, "usdt");
+    assert_eq!(
+        changed[0].observation,
+        second.usdt().check(&p).await.unwrap()
+    );
     assert_eq!(
         second.sync().await.unwrap().len(),
         0,

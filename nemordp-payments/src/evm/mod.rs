@@ -349,7 +349,11 @@ impl EvmPayments {
 
     /// Brings the watcher up to the node's head now, and returns the current totals of every
     /// request whose totals may have changed (new, removed or still-confirming payments).
-    pub async fn sync(&self) -> Result<Vec<(Address, EvmAsset, Totals)>> {
+    ///
+    /// A host runs this once per block and, for each change, finds the payment with
+    /// `store.find_payment(change.method, &change.observation.reference)` and calls
+    /// `provisioner.refresh_payment(id)` (or applies the observation itself).
+    pub async fn sync(&self) -> Result<Vec<ChainChange>> {
         let mut st = self.inner.state.lock().await;
         watcher::sync(&self.inner.rpc, &self.inner.scan, &mut st.chain).await?;
         st.at = Some(Instant::now());
@@ -357,7 +361,11 @@ impl EvmPayments {
         let mut out = Vec::new();
         for address in st.chain.drain_changed(policy) {
             if let Some(asset) = st.chain.watchlist.asset_of(&address) {
-                out.push((address, asset, st.chain.totals(&address, asset, policy)?));
+                let totals = st.chain.totals(&address, asset, policy)?;
+                out.push(ChainChange {
+                    method: method_name(asset),
+                    observation: observation(&address.to_checksum(None), asset, totals),
+                });
             }
         }
         Ok(out)
@@ -569,6 +577,23 @@ impl EvmPayments {
     }
 }
 
+/// New totals for one request, from [`EvmPayments::sync`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChainChange {
+    /// The verifier (payment method) name: `"eth"` or `"usdt"`.
+    pub method: &'static str,
+    /// The totals; `reference` is the request's address.
+    pub observation: Observation,
+}
+
+fn method_name(asset: EvmAsset) -> &'static str {
+    match asset {
+        EvmAsset::Eth => "eth",
+        EvmAsset::Usdt => "usdt",
+    }
+}
+
 fn core_asset(asset: EvmAsset) -> Asset {
     match asset {
         EvmAsset::Eth => Asset::Eth,
@@ -632,10 +657,7 @@ impl EvmVerifier {
 #[async_trait]
 impl PaymentVerifier for EvmVerifier {
     fn name(&self) -> &'static str {
-        match self.asset {
-            EvmAsset::Eth => "eth",
-            EvmAsset::Usdt => "usdt",
-        }
+        method_name(self.asset)
     }
 
     fn asset(&self) -> Asset {
