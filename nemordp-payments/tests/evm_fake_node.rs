@@ -260,3 +260,48 @@ async fn concurrent_opens_get_distinct_addresses() {
     assert_eq!(distinct.len(), 41, "40 requests + the repeated one");
     assert_eq!(payments.watched().await, 41);
 }
+
+/// A request is watched until its expiry plus the monitoring window, then dropped (and not
+/// loaded again by a restarted process); `check` still answers for it.
+#[tokio::test]
+async fn requests_stop_being_watched_after_the_monitoring_window() {
+    let chain = Arc::new(Mutex::new(Chain::default()));
+    chain.lock().unwrap().push(&[], vec![]);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Node(chain.clone()))
+        .mount(&server)
+        .await;
+    let clock = nemordp_core::ManualClock::new(Timestamp::from_unix_secs(1_700_000_000));
+    let store = Arc::new(MemoryStore::new());
+    let build = || {
+        EvmPayments::builder()
+            .rpc_url(server.uri())
+            .xpub(XPUB)
+            .usdt_contract(TOKEN.parse().unwrap())
+            .monitoring(Duration::from_secs(3600))
+            .min_sync_interval(Duration::ZERO)
+            .clock(Arc::new(clock.clone()))
+            .build(store.clone())
+    };
+    let payments = build().await.unwrap();
+    let usdt = payments.usdt();
+    // Expires 15 min after "now": watched until 1 h 15 min after now.
+    let req = PaymentRequest::new(
+        OrderId::new(),
+        Money::from_minor(Asset::Usdt, 100_u64),
+        Timestamp::from_unix_secs(1_700_000_900),
+    );
+    let opened = usdt.open(&req).await.unwrap();
+    let record = kit::payment_record(&usdt, &req, &opened);
+    clock.advance(Duration::from_secs(4_400));
+    payments.sync().await.unwrap();
+    assert_eq!(payments.watched().await, 1, "inside the window");
+    assert_eq!(build().await.unwrap().watched().await, 1);
+    clock.advance(Duration::from_secs(200));
+    payments.sync().await.unwrap();
+    assert_eq!(payments.watched().await, 0, "window over");
+    assert_eq!(build().await.unwrap().watched().await, 0, "not reloaded");
+    // Asked explicitly, the request is still answered (watched again until the next sync).
+    assert!(usdt.check(&record).await.unwrap().seen.is_zero());
+}

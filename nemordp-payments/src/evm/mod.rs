@@ -26,6 +26,7 @@ mod rpc;
 pub mod watcher;
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -39,7 +40,7 @@ use sha2::Sha256;
 use tokio::sync::Mutex;
 
 use nemordp_core::{
-    Asset, Clock, Error, ErrorKind, Money, PaymentId, Result, Store, SystemClock,
+    Asset, Clock, Error, ErrorKind, Money, PaymentId, Result, Store, SystemClock, Timestamp,
     payment::{
         Observation, OpenedPayment, Payment, PaymentRequest, PaymentVerifier, VerifiedEvent,
         VerifiedEventKind, WebhookRequest,
@@ -75,6 +76,8 @@ pub struct RequestRecord {
     pub address: Address,
     /// First block that may pay it.
     pub from_block: u64,
+    /// The request's expiry plus the monitoring window: the watcher drops it after this.
+    pub watch_until: Timestamp,
     /// False once [`EvmPayments::unwatch`] dropped it.
     pub watching: bool,
 }
@@ -92,6 +95,7 @@ pub struct EvmPaymentsBuilder {
     min_sync_interval: Duration,
     timeout: Duration,
     topic_filter_limit: usize,
+    monitoring: Duration,
     clock: Arc<dyn Clock>,
 }
 
@@ -107,6 +111,7 @@ impl Default for EvmPaymentsBuilder {
             min_sync_interval: Duration::from_secs(2),
             timeout: Duration::from_secs(20),
             topic_filter_limit: 1000,
+            monitoring: Duration::from_secs(24 * 3600),
             clock: Arc::new(SystemClock),
         }
     }
@@ -196,7 +201,15 @@ impl EvmPaymentsBuilder {
         self
     }
 
-    /// Time source for store writes.
+    /// How long after a request's expiry late payments are still watched for (default 24 h,
+    /// BTCPay's monitoring window).
+    #[must_use]
+    pub fn monitoring(mut self, window: Duration) -> Self {
+        self.monitoring = window;
+        self
+    }
+
+    /// Time source for store writes and the monitoring window.
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -241,11 +254,13 @@ impl EvmPaymentsBuilder {
             },
             webhook_secret: self.webhook_secret,
             min_sync_interval: self.min_sync_interval,
+            monitoring: self.monitoring,
             clock: self.clock,
             store,
             state: Mutex::new(Synced {
                 chain: ChainState::default(),
                 at: None,
+                deadlines: HashMap::new(),
             }),
         };
         let payments = EvmPayments {
@@ -260,6 +275,29 @@ impl EvmPaymentsBuilder {
 struct Synced {
     chain: ChainState,
     at: Option<Instant>,
+    /// When each watched address stops being watched.
+    deadlines: HashMap<Address, Timestamp>,
+}
+
+impl Synced {
+    fn watch(&mut self, r: &RequestRecord) {
+        self.chain.watch(r.address, r.asset, r.from_block);
+        self.deadlines.insert(r.address, r.watch_until);
+    }
+
+    /// Stops watching requests whose monitoring window is over.
+    fn prune(&mut self, now: Timestamp) {
+        let over: Vec<Address> = self
+            .deadlines
+            .iter()
+            .filter(|(_, until)| **until < now)
+            .map(|(a, _)| *a)
+            .collect();
+        for address in over {
+            self.deadlines.remove(&address);
+            self.chain.unwatch(&address);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -271,6 +309,7 @@ struct Inner {
     scan: ScanConfig,
     webhook_secret: Option<SecretString>,
     min_sync_interval: Duration,
+    monitoring: Duration,
     clock: Arc<dyn Clock>,
     store: Arc<dyn Store>,
     state: Mutex<Synced>,
@@ -336,11 +375,12 @@ impl EvmPayments {
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
+            let now = self.inner.clock.now();
             let mut st = self.inner.state.lock().await;
             for record in &page {
                 let r: RequestRecord = record.decode()?;
-                if r.watching {
-                    st.chain.watch(r.address, r.asset, r.from_block);
+                if r.watching && r.watch_until >= now {
+                    st.watch(&r);
                 }
             }
         }
@@ -368,6 +408,8 @@ impl EvmPayments {
                 });
             }
         }
+        // Reported above for the last time; then dropped.
+        st.prune(self.inner.clock.now());
         Ok(out)
     }
 
@@ -383,7 +425,11 @@ impl EvmPayments {
             return Err(Error::not_found(format!("no EVM request {key}")));
         };
         let mut r: RequestRecord = record.decode()?;
-        self.inner.state.lock().await.chain.unwatch(&r.address);
+        {
+            let mut st = self.inner.state.lock().await;
+            st.chain.unwatch(&r.address);
+            st.deadlines.remove(&r.address);
+        }
         if r.watching {
             r.watching = false;
             let write = RecordWrite::update(REQUEST_COLLECTION, &key, &r, record.version)?;
@@ -496,6 +542,7 @@ impl EvmPayments {
             index,
             address,
             from_block,
+            watch_until: req.expires_at.saturating_add(self.inner.monitoring),
             watching: true,
         };
         if index > 0 && index % 20 == 0 {
@@ -522,12 +569,7 @@ impl EvmPayments {
             }
             Err(e) => return Err(e),
         }
-        self.inner
-            .state
-            .lock()
-            .await
-            .chain
-            .watch(address, asset, from_block);
+        self.inner.state.lock().await.watch(&record);
         Ok(opened(&record))
     }
 
@@ -568,7 +610,7 @@ impl EvmPayments {
         let mut st = self.fresh().await?;
         if st.chain.watchlist.asset_of(&r.address).is_none() {
             // Opened by another process, or unwatched: watch it (rescans from its first block).
-            st.chain.watch(r.address, r.asset, r.from_block);
+            st.watch(&r);
             watcher::sync(&self.inner.rpc, &self.inner.scan, &mut st.chain).await?;
         }
         let t = st.chain.totals(&r.address, asset, self.inner.scan.policy)?;
