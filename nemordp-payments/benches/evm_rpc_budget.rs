@@ -59,12 +59,18 @@ async fn main() {
         let req = PaymentRequest::new(
             OrderId::new(),
             Money::from_minor(asset, 1_000_000_u64),
-            Timestamp::from_unix_secs(1_700_000_900),
+            expiry(),
         );
         addresses.push((asset, v.open(&req).await.unwrap().reference));
     }
     let open_calls = payments.rpc_calls() - before_open;
     assert_eq!(payments.watched().await, PENDING);
+    payments.sync().await.unwrap();
+    assert_eq!(
+        payments.watched().await,
+        PENDING,
+        "all still in their window"
+    );
 
     let mut rows = Vec::new();
     let mut worst = 0_f64;
@@ -105,6 +111,7 @@ async fn main() {
             let before = payments.rpc_calls();
             let changed = payments.sync().await.unwrap();
             let calls = payments.rpc_calls() - before;
+            assert_eq!(payments.watched().await, PENDING);
             if pay_eth || pay_usdt {
                 assert!(!changed.is_empty(), "{label}: the payment was found");
             }
@@ -127,4 +134,10 @@ async fn main() {
         println!("{r}");
     }
     assert!(worst <= 3.0, "goal missed: {worst} calls per block");
+}
+
+/// Fifteen minutes from now (requests are watched until expiry + the monitoring window).
+fn expiry() -> Timestamp {
+    Timestamp::from_system_time(std::time::SystemTime::now())
+        .saturating_add(std::time::Duration::from_secs(900))
 }

@@ -60,7 +60,7 @@ async fn open(v: &EvmVerifier, units: u128) -> Payment {
     let req = PaymentRequest::new(
         OrderId::new(),
         Money::from_minor(v.asset(), units),
-        Timestamp::from_unix_secs(1_700_000_900),
+        expiry(),
     );
     let opened = v.open(&req).await.unwrap();
     kit::payment_record(v, &req, &opened)
@@ -320,7 +320,7 @@ async fn reopening_is_idempotent_and_a_restart_finds_payments_again() {
     let req = PaymentRequest::new(
         OrderId::new(),
         Money::from_minor(Asset::Usdt, 4_000_000_u64),
-        Timestamp::from_unix_secs(1_700_000_900),
+        expiry(),
     );
     let a = first.usdt().open(&req).await.unwrap();
     let b = first.usdt().open(&req).await.unwrap();
@@ -601,4 +601,10 @@ async fn a_failed_transaction_to_the_address_does_not_count() {
     );
     let p = observe(&eth, &p).await;
     assert_eq!((p.state.status, units(&p)), (InvoiceStatus::New, (0, 0)));
+}
+
+/// Fifteen minutes from now (requests are watched until expiry + the monitoring window).
+fn expiry() -> Timestamp {
+    Timestamp::from_system_time(std::time::SystemTime::now())
+        .saturating_add(std::time::Duration::from_secs(900))
 }
