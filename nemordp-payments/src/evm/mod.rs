@@ -108,7 +108,7 @@ impl Default for EvmPaymentsBuilder {
             chain_id: None,
             policy: ConfirmationPolicy::Depth(12),
             webhook_secret: None,
-            min_sync_interval: Duration::from_secs(2),
+            min_sync_interval: Duration::from_secs(12),
             timeout: Duration::from_secs(20),
             topic_filter_limit: 1000,
             monitoring: Duration::from_secs(24 * 3600),
@@ -186,7 +186,8 @@ impl EvmPaymentsBuilder {
         self
     }
 
-    /// `check` syncs with the node at most this often (default 2 s).
+    /// `check` syncs with the node at most this often (default 12 s, one mainnet slot, so
+    /// checks between blocks cost no calls; `sync` always syncs).
     #[must_use]
     pub fn min_sync_interval(mut self, interval: Duration) -> Self {
         self.min_sync_interval = interval;
