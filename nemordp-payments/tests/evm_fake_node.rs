@@ -305,3 +305,46 @@ async fn requests_stop_being_watched_after_the_monitoring_window() {
     // Asked explicitly, the request is still answered (watched again until the next sync).
     assert!(usdt.check(&record).await.unwrap().seen.is_zero());
 }
+
+/// `check` syncs at most once per `min_sync_interval` (by the injected clock); `sync` always.
+#[tokio::test]
+async fn checks_between_blocks_cost_no_calls() {
+    let chain = Arc::new(Mutex::new(Chain::default()));
+    chain.lock().unwrap().push(&[], vec![]);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(Node(chain.clone()))
+        .mount(&server)
+        .await;
+    let clock = nemordp_core::ManualClock::new(Timestamp::from_unix_secs(1_700_000_000));
+    let payments = EvmPayments::builder()
+        .rpc_url(server.uri())
+        .xpub(XPUB)
+        .usdt_contract(TOKEN.parse().unwrap())
+        .clock(Arc::new(clock.clone()))
+        .build(Arc::new(MemoryStore::new()))
+        .await
+        .unwrap();
+    let eth = payments.eth();
+    let req = PaymentRequest::new(
+        OrderId::new(),
+        Money::from_minor(Asset::Eth, 100_u64),
+        Timestamp::from_unix_secs(1_700_000_900),
+    );
+    let opened = eth.open(&req).await.unwrap();
+    let record = kit::payment_record(&eth, &req, &opened);
+    eth.check(&record).await.unwrap();
+    let calls = payments.rpc_calls();
+    clock.advance(Duration::from_secs(11));
+    eth.check(&record).await.unwrap();
+    assert_eq!(payments.rpc_calls(), calls, "within 12 s: no call");
+    clock.advance(Duration::from_secs(1));
+    eth.check(&record).await.unwrap();
+    assert_eq!(
+        payments.rpc_calls(),
+        calls + 1,
+        "one head fetch, nothing new to scan"
+    );
+    payments.sync().await.unwrap();
+    assert_eq!(payments.rpc_calls(), calls + 2);
+}

@@ -25,11 +25,7 @@ pub mod model;
 mod rpc;
 pub mod watcher;
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use alloy_primitives::{Address, U256, address};
 use async_trait::async_trait;
@@ -275,7 +271,8 @@ impl EvmPaymentsBuilder {
 #[derive(Debug)]
 struct Synced {
     chain: ChainState,
-    at: Option<Instant>,
+    /// When the last sync finished (by the injected clock).
+    at: Option<Timestamp>,
     /// When each watched address stops being watched.
     deadlines: HashMap<Address, Timestamp>,
 }
@@ -397,7 +394,7 @@ impl EvmPayments {
     pub async fn sync(&self) -> Result<Vec<ChainChange>> {
         let mut st = self.inner.state.lock().await;
         watcher::sync(&self.inner.rpc, &self.inner.scan, &mut st.chain).await?;
-        st.at = Some(Instant::now());
+        st.at = Some(self.inner.clock.now());
         let policy = self.inner.scan.policy;
         let mut out = Vec::new();
         for address in st.chain.drain_changed(policy) {
@@ -502,12 +499,13 @@ impl EvmPayments {
     /// Syncs unless a sync finished less than `min_sync_interval` ago.
     async fn fresh(&self) -> Result<tokio::sync::MutexGuard<'_, Synced>> {
         let mut st = self.inner.state.lock().await;
+        let now = self.inner.clock.now();
         let stale = st
             .at
-            .is_none_or(|at| at.elapsed() >= self.inner.min_sync_interval);
+            .is_none_or(|at| at.saturating_add(self.inner.min_sync_interval) <= now);
         if stale {
             watcher::sync(&self.inner.rpc, &self.inner.scan, &mut st.chain).await?;
-            st.at = Some(Instant::now());
+            st.at = Some(self.inner.clock.now());
         }
         Ok(st)
     }
