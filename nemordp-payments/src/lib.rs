@@ -6,10 +6,13 @@
 //! crate only re-exports the simulated backends.
 //!
 //! Features not listed as implemented are reserved: no placeholder type pretends to work.
+//! `eth` and `usdt` live in [`evm`]: one block watcher over Ethereum JSON-RPC serves both.
 #![deny(missing_docs)]
 
 #[cfg(feature = "btc")]
 pub mod btc;
+#[cfg(feature = "evm")]
+pub mod evm;
 #[cfg(feature = "rates")]
 pub mod rates;
 
