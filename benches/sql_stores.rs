@@ -68,7 +68,7 @@ fn provisioner(
     n: usize,
 ) -> Provisioner {
     let mut config = ProvisionerConfig::default();
-    config.worker_id = worker.to_owned();
+    worker.clone_into(&mut config.worker_id);
     config.idle_poll = Duration::from_millis(10);
     config.probe_interval = Duration::from_millis(20);
     config.provider_poll_initial = Duration::ZERO;
@@ -147,8 +147,7 @@ async fn paid_to_active(stores: Vec<Arc<dyn Store>>, n: usize) -> f64 {
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(e) = stream.next().await {
-                if matches!(e.stage, Stage::Active | Stage::NeedsAttention) && tx.send(e).is_err()
-                {
+                if matches!(e.stage, Stage::Active | Stage::NeedsAttention) && tx.send(e).is_err() {
                     return;
                 }
             }

@@ -54,9 +54,11 @@ fn args() -> Result<Args, String> {
                 );
             }
             "-h" | "--help" => {
-                return Err("usage: quickstart [--show-password] [--plan win|ubuntu] [--out DIR] \
+                return Err(
+                    "usage: quickstart [--show-password] [--plan win|ubuntu] [--out DIR] \
                      [--db sqlite://FILE | postgres://USER@HOST:PORT/DB]"
-                    .into());
+                        .into(),
+                );
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }

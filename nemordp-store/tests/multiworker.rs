@@ -252,7 +252,10 @@ async fn run_fleet(
         fleet.assert_all_running();
         if placed.is_none() && placing.is_finished() {
             placed = Some((&mut placing).await.unwrap());
-            println!("placed {n} paid orders in {:.1} s", started.elapsed().as_secs_f64());
+            println!(
+                "placed {n} paid orders in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
             continue;
         }
         let done = placed.is_some() && count_active(&*store).await == n;

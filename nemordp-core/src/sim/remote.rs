@@ -64,42 +64,17 @@ const POOL_KEEP: usize = 64;
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Request {
     Hello,
-    ResolveImage {
-        os: OsKind,
-        hint: Option<String>,
-    },
-    ResolveSize {
-        region: String,
-        size: String,
-    },
-    Create {
-        spec: WireSpec,
-    },
-    Get {
-        id: InstanceId,
-    },
-    FindByLabel {
-        label: String,
-    },
-    List {
-        cursor: Option<String>,
-        limit: u32,
-    },
-    Reboot {
-        id: InstanceId,
-    },
-    Stop {
-        id: InstanceId,
-    },
-    Start {
-        id: InstanceId,
-    },
-    Delete {
-        id: InstanceId,
-    },
-    RdpOpen {
-        addr: IpAddr,
-    },
+    ResolveImage { os: OsKind, hint: Option<String> },
+    ResolveSize { region: String, size: String },
+    Create { spec: WireSpec },
+    Get { id: InstanceId },
+    FindByLabel { label: String },
+    List { cursor: Option<String>, limit: u32 },
+    Reboot { id: InstanceId },
+    Stop { id: InstanceId },
+    Start { id: InstanceId },
+    Delete { id: InstanceId },
+    RdpOpen { addr: IpAddr },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -234,7 +209,12 @@ async fn dispatch(cloud: &SimCloud, request: Request) -> Result<serde_json::Valu
         Request::Get { id } => to_value(&WireInstance::from(cloud.get_instance(&id).await?)),
         Request::FindByLabel { label } => {
             let found = cloud.find_by_label(&label).await?;
-            to_value(&found.into_iter().map(WireInstance::from).collect::<Vec<_>>())
+            to_value(
+                &found
+                    .into_iter()
+                    .map(WireInstance::from)
+                    .collect::<Vec<_>>(),
+            )
         }
         Request::List { cursor, limit } => {
             let page = cloud.list_instances(PageRequest { cursor, limit }).await?;
@@ -357,22 +337,21 @@ impl RemoteSimCloud {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => {
-                let stream = TcpStream::connect(self.addr).await.map_err(|e| {
-                    self.err(
-                        ErrorKind::Unavailable,
-                        operation,
-                        format!("cannot reach the sim cloud server: {e}"),
-                    )
-                })?;
-                let _ = stream.set_nodelay(true);
-                let (read, write) = stream.into_split();
-                Conn {
-                    read: BufReader::new(read),
-                    write,
-                }
+        let mut conn = if let Some(c) = pooled {
+            c
+        } else {
+            let stream = TcpStream::connect(self.addr).await.map_err(|e| {
+                self.err(
+                    ErrorKind::Unavailable,
+                    operation,
+                    format!("cannot reach the sim cloud server: {e}"),
+                )
+            })?;
+            let _ = stream.set_nodelay(true);
+            let (read, write) = stream.into_split();
+            Conn {
+                read: BufReader::new(read),
+                write,
             }
         };
         let mut line = serde_json::to_string(request).map_err(|e| {
