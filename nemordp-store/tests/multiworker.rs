@@ -8,8 +8,8 @@
 //! - The same with a worker SIGKILLed at random moments and restarted, over and over, while
 //!   orders are in flight (2-second leases, so a killed worker's jobs are taken over soon).
 //!
-//! Orders per test: `NEMORDP_MULTIWORKER_ORDERS` (default 1,000, so a debug build finishes in
-//! seconds; the full 10,000 runs with
+//! Orders per test: `NEMORDP_MULTIWORKER_ORDERS` (default 1,000, 500 with kills, so a debug
+//! build finishes in well under a minute per test; the full 10,000 runs with
 //! `NEMORDP_MULTIWORKER_ORDERS=10000 cargo test --release -p nemordp-store --features sim-worker --test multiworker`).
 //! PostgreSQL: `NEMORDP_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`),
 //! one fresh schema per test; without a server the PostgreSQL tests print `skipping: …` and
@@ -48,11 +48,12 @@ const GIVE_UP: Duration = Duration::from_secs(900);
 /// Lease of the workers: short, so a killed worker's jobs come back quickly.
 const LEASE_MS: &str = "2000";
 
-fn orders_wanted() -> usize {
+/// Orders per run; the kill runs default to half (each kill costs a lease of waiting).
+fn orders_wanted(kill: bool) -> usize {
     std::env::var("NEMORDP_MULTIWORKER_ORDERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+        .unwrap_or(if kill { 500 } else { 1000 })
 }
 
 /// Where the workers find the store.
@@ -231,7 +232,7 @@ async fn run_fleet(
     workers: usize,
     kill: bool,
 ) -> usize {
-    let n = orders_wanted();
+    let n = orders_wanted(kill);
     let (cloud, addr, server) = serve_cloud().await;
     let mut fleet = Fleet::new(store_args, addr, workers);
     let (front, payments) = front_desk(Arc::clone(&store), addr).await;
