@@ -27,11 +27,18 @@ const MIGRATION_LOCK_SQL: &str = "";
 const FENCE_SQL: &str = "SELECT id FROM jobs WHERE id = $1 AND lease_owner = $2 \
      AND lease_epoch = $3 AND state = 'running'";
 
-const CLAIM_JOBS_SQL: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+/// Due queued jobs and lapsed running ones, oldest `run_at` first: each kind is its own
+/// ordered range scan of `jobs_due (state, run_at, id)` that stops after `$4` rows, instead of
+/// sorting every due job on every claim.
+const CLAIM_JOBS_SQL: &str = "WITH queued AS (SELECT id, run_at FROM jobs \
+     WHERE state = 'queued' AND run_at <= $3 ORDER BY run_at, id LIMIT $4), \
+     lapsed AS (SELECT id, run_at FROM jobs WHERE state = 'running' \
+     AND (lease_until IS NULL OR lease_until <= $3) ORDER BY run_at, id LIMIT $4), \
+     picked AS (SELECT id FROM (SELECT id, run_at FROM queued UNION ALL \
+     SELECT id, run_at FROM lapsed) ORDER BY run_at, id LIMIT $4) \
+     UPDATE jobs SET state = 'running', attempt = attempt + 1, \
      lease_owner = $1, lease_epoch = lease_epoch + 1, lease_until = $2, updated_at = $3 \
-     WHERE id IN (SELECT id FROM jobs WHERE (state = 'queued' AND run_at <= $3) \
-     OR (state = 'running' AND (lease_until IS NULL OR lease_until <= $3)) \
-     ORDER BY run_at, id LIMIT $4) \
+     WHERE id IN (SELECT id FROM picked) \
      RETURNING id, kind, order_id, unique_key, state, run_at, attempt, lease_owner, \
      lease_epoch, lease_until, last_error, note, created_at, updated_at";
 
