@@ -5,7 +5,8 @@
 //! Run: `cargo bench --bench sql_stores --features sqlite,postgres`.
 //! PostgreSQL: `NEMORDP_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`),
 //! one fresh schema per figure, dropped afterwards; without a server its rows say so.
-//! Orders per run: `NEMORDP_BENCH_ORDERS` (default 5,000).
+//! Orders per run: `NEMORDP_BENCH_ORDERS` (default 5,000); stores: `NEMORDP_BENCH_STORES`
+//! (default `sqlite,postgres`).
 //!
 //! 1. Paid → active: N orders are placed and paid through the real payment path (untimed),
 //!    then Provisioners run (`start()`: job, outbox and expiry loops, real time, wall clock)
@@ -49,6 +50,11 @@ fn orders() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5_000)
+}
+
+/// Whether `store` ("sqlite", "postgres") is among `NEMORDP_BENCH_STORES` (default both).
+fn wanted(store: &str) -> bool {
+    std::env::var("NEMORDP_BENCH_STORES").map_or(true, |v| v.split(',').any(|s| s == store))
 }
 
 fn zero_latency_cloud() -> SimCloud {
@@ -126,8 +132,37 @@ async fn paid_orders(p: &Provisioner, payments: &SimPayments, n: usize) -> Vec<O
     ids
 }
 
-/// Places `n` paid orders, runs one Provisioner per store until all are active; orders/s.
-async fn paid_to_active(stores: Vec<Arc<dyn Store>>, n: usize) -> f64 {
+/// CPU time this process has used (user + system), from `/proc/self/stat` (Linux; clock ticks
+/// of 10 ms), or `None` elsewhere.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// One paid → active run.
+struct Throughput {
+    per_sec: f64,
+    /// CPU time of this process per order during the timed part (the database server's own
+    /// CPU is not included for PostgreSQL).
+    cpu_per_order: Option<Duration>,
+}
+
+impl Throughput {
+    fn cpu(&self) -> String {
+        self.cpu_per_order.map_or_else(
+            || "n/a".to_owned(),
+            |d| format!("{:.0} µs", d.as_secs_f64() * 1e6),
+        )
+    }
+}
+
+/// Places `n` paid orders, runs one Provisioner per store until all are active.
+async fn paid_to_active(stores: Vec<Arc<dyn Store>>, n: usize) -> Throughput {
     let cloud = zero_latency_cloud();
     let payments = SimPayments::new(
         Asset::Fiat(Currency::Ngn),
@@ -140,6 +175,7 @@ async fn paid_to_active(stores: Vec<Arc<dyn Store>>, n: usize) -> f64 {
         .collect();
     let ids = paid_orders(&provisioners[0], &payments, n).await;
     let mut streams: Vec<_> = provisioners.iter().map(Provisioner::subscribe).collect();
+    let cpu_before = cpu_time();
     let started = Instant::now();
     let workers: Vec<_> = provisioners.iter().map(Provisioner::start).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -160,6 +196,9 @@ async fn paid_to_active(stores: Vec<Arc<dyn Store>>, n: usize) -> f64 {
         active.insert(e.order_id);
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| (after - before) / u32::try_from(n).unwrap_or(u32::MAX));
     for w in workers {
         w.shutdown().await;
     }
@@ -171,7 +210,10 @@ async fn paid_to_active(stores: Vec<Arc<dyn Store>>, n: usize) -> f64 {
     assert_eq!(cloud.creates_applied(), n as u64, "one machine per order");
     #[allow(clippy::cast_precision_loss)] // a figure for a table
     let per_sec = n as f64 / elapsed.as_secs_f64();
-    per_sec
+    Throughput {
+        per_sec,
+        cpu_per_order: cpu,
+    }
 }
 
 const CLAIM_NOW: Timestamp = Timestamp::from_unix_secs(1_767_225_600);
@@ -277,14 +319,17 @@ fn main() {
     let _ = writeln!(t, "| --- | --- | --- | --- |");
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("temp dir");
+        if wanted("sqlite") {
         // SQLite: one Provisioner on a WAL file.
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url).await.expect("sqlite"));
-        let per_sec = paid_to_active(vec![sqlite], n).await;
+        let run = paid_to_active(vec![sqlite], n).await;
         let _ = writeln!(
             t,
-            "| paid → active, SQLite (WAL file), 1 Provisioner, zero-latency SimCloud, {n} orders | ≥ 2,000/s | {per_sec:.0}/s ({}) | {COMMAND} |",
-            met(per_sec)
+            "| paid → active, SQLite (WAL file), 1 Provisioner, zero-latency SimCloud, {n} orders | ≥ 2,000/s | {:.0}/s ({}); {} CPU per order | {COMMAND} |",
+            run.per_sec,
+            met(run.per_sec),
+            run.cpu()
         );
         let claims = SqliteStore::connect(&format!(
             "sqlite://{}",
@@ -303,6 +348,10 @@ fn main() {
             );
         }
 
+        }
+        if !wanted("postgres") {
+            return;
+        }
         match PgServer::get().await {
             Ok(mut server) => {
                 let options = server.schema().await;
@@ -314,11 +363,13 @@ fn main() {
                             .expect("postgres"),
                     ));
                 }
-                let per_sec = paid_to_active(stores, n).await;
+                let run = paid_to_active(stores, n).await;
                 let _ = writeln!(
                     t,
-                    "| paid → active, PostgreSQL, {PG_WORKERS} Provisioners (8 connections each), zero-latency SimCloud, {n} orders | ≥ 2,000/s | {per_sec:.0}/s ({}) | {COMMAND} |",
-                    met(per_sec)
+                    "| paid → active, PostgreSQL, {PG_WORKERS} Provisioners (8 connections each), zero-latency SimCloud, {n} orders | ≥ 2,000/s | {:.0}/s ({}); {} CPU per order in the workers' process (server not counted) | {COMMAND} |",
+                    run.per_sec,
+                    met(run.per_sec),
+                    run.cpu()
                 );
                 let claims = PostgresStore::connect_with(server.schema().await)
                     .await
