@@ -199,7 +199,7 @@ async fn paid_to_active(stores: Vec<Arc<dyn Store>>, n: usize) -> Throughput {
     let elapsed = started.elapsed();
     let cpu = cpu_time()
         .zip(cpu_before)
-        .map(|(after, before)| (after - before) / u32::try_from(n).unwrap_or(u32::MAX));
+        .map(|(after, before)| after.saturating_sub(before) / u32::try_from(n).unwrap_or(u32::MAX));
     for w in workers {
         w.shutdown().await;
     }
