@@ -6,7 +6,8 @@
 //! PostgreSQL: `NEMORDP_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`),
 //! one fresh schema per figure, dropped afterwards; without a server its rows say so.
 //! Orders per run: `NEMORDP_BENCH_ORDERS` (default 5,000); stores: `NEMORDP_BENCH_STORES`
-//! (default `sqlite,postgres`).
+//! (default `sqlite,postgres`); Tokio runtime: multi-thread with 2 workers, or one thread with
+//! `NEMORDP_BENCH_RUNTIME=current_thread`.
 //!
 //! 1. Paid → active: N orders are placed and paid through the real payment path (untimed),
 //!    then Provisioners run (`start()`: job, outbox and expiry loops, real time, wall clock)
@@ -309,11 +310,17 @@ fn ms(d: Duration) -> f64 {
 
 #[allow(clippy::too_many_lines)]
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // `NEMORDP_BENCH_RUNTIME=current_thread` runs everything on one Tokio thread.
+    let rt = if std::env::var("NEMORDP_BENCH_RUNTIME").as_deref() == Ok("current_thread") {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    }
+    .enable_all()
+    .build()
+    .expect("runtime");
     let n = orders();
     let mut t = String::new();
     let _ = writeln!(t, "| figure | goal | measured | command |");
