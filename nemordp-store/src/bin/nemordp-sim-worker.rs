@@ -90,8 +90,20 @@ async fn open_store(url: &str, schema: Option<&str>) -> nemordp_core::Result<Arc
     if let Some(schema) = schema {
         options = options.options([("search_path", schema)]);
     }
+    // A small pool: the proofs run several workers (and their replacements) at once, and
+    // the server's connection limit is shared with every other test.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .map_err(|e| {
+            nemordp_core::Error::new(
+                nemordp_core::ErrorKind::Unavailable,
+                format!("cannot connect to PostgreSQL: {e}"),
+            )
+        })?;
     Ok(Arc::new(
-        nemordp_store::PostgresStore::connect_with(options).await?,
+        nemordp_store::PostgresStore::from_pool(pool).await?,
     ))
 }
 
