@@ -107,6 +107,9 @@ pub struct ProvisionerConfig {
     pub payment_monitoring: Duration,
     /// Outbox entries claimed per round.
     pub outbox_batch: u32,
+    /// How long a notification keeps being retried (counted from when it was queued) before
+    /// the relay marks it failed. A `Rejected` delivery fails at once.
+    pub outbox_deadline: Duration,
     /// Age before an unowned labelled instance counts as an orphan.
     pub orphan_grace: Duration,
     /// Capacity of the progress channel (slow subscribers skip old events beyond it).
@@ -133,6 +136,7 @@ impl Default for ProvisionerConfig {
             payment_expiry: Duration::from_secs(15 * 60),
             payment_monitoring: Duration::from_secs(24 * 60 * 60),
             outbox_batch: 128,
+            outbox_deadline: Duration::from_secs(72 * 60 * 60),
             orphan_grace: Duration::from_secs(15 * 60),
             event_capacity: 4096,
         }
