@@ -43,9 +43,10 @@ impl Provisioner {
         let store = &self.inner.store;
         let now = self.now();
         let age = now.duration_since(entry.created_at);
-        // A refusal (bad address, 4xx other than 408/429) will not change by retrying, and an
-        // order that no longer exists has nobody to tell.
-        let permanent = matches!(e.kind(), ErrorKind::Rejected | ErrorKind::NotFound);
+        // A refusal (bad address, a 4xx other than 408/429) will not change by retrying. Other
+        // errors, a misconfiguration included, are retried until the deadline so fixing the
+        // cause sends the notice.
+        let permanent = e.kind() == ErrorKind::Rejected;
         if permanent || age >= self.inner.config.outbox_deadline {
             tracing::error!(
                 order_id = %entry.order_id,
