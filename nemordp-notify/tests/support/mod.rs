@@ -193,3 +193,106 @@ pub fn ready_notification() -> Notification {
         rdp,
     ))
 }
+
+/// A Provisioner on MemoryStore + SimCloud + SimPayments with a manual clock, for relay tests.
+pub mod world {
+    use std::{sync::Arc, time::Duration};
+
+    use nemordp_core::{
+        Asset, Currency, ManualClock, Money, Notifier, OrderId, Timestamp,
+        order::{Customer, OrderState},
+        plan::{OsKind, Plan, PlanCatalog},
+        provisioner::{Provisioner, ProvisionerConfig},
+        seal::Sealer,
+        secrecy::SecretString,
+        sim::{cloud::SimCloud, payments::SimPayments, store::MemoryStore},
+    };
+
+    /// The sealing key used by these worlds (the secrets test looks for it in logs).
+    pub const SEAL_KEY: [u8; 32] = [0x5a; 32];
+
+    pub struct World {
+        pub clock: ManualClock,
+        pub cloud: SimCloud,
+        pub store: MemoryStore,
+        pub payments: SimPayments,
+    }
+
+    impl World {
+        pub fn new() -> Self {
+            let clock = ManualClock::new(Timestamp::from_unix_secs(1_767_225_600));
+            let cloud = SimCloud::builder()
+                .seed(7)
+                .boot_time(OsKind::WindowsServer, Duration::from_secs(30), Duration::from_secs(60))
+                .clock(Arc::new(clock.clone()))
+                .build();
+            Self {
+                clock,
+                cloud,
+                store: MemoryStore::new(),
+                payments: SimPayments::new(Asset::Fiat(Currency::Ngn), SecretString::from("paysecret")),
+            }
+        }
+
+        /// A fresh "process" on the shared store, cloud and clock.
+        pub fn provisioner(&self, worker: &str, notifier: Arc<dyn Notifier>) -> Provisioner {
+            let mut config = ProvisionerConfig::default();
+            worker.clone_into(&mut config.worker_id);
+            let plan = Plan::new(
+                "win",
+                "sim",
+                OsKind::WindowsServer,
+                "sim-1",
+                "small",
+                Money::parse_major(Currency::Ngn, "1000").unwrap(),
+            );
+            Provisioner::builder()
+                .store(Arc::new(self.store.clone()))
+                .provider(Arc::new(self.cloud.clone()))
+                .probe(Arc::new(self.cloud.rdp_probe()))
+                .payment(Arc::new(self.payments.clone()))
+                .notifier(notifier)
+                .catalog(PlanCatalog::from_plans([plan]).unwrap())
+                .sealer(Sealer::new("k1", SEAL_KEY).unwrap())
+                .clock(Arc::new(self.clock.clone()))
+                .config(config)
+                .build()
+                .unwrap()
+        }
+
+        /// Places and pays an order: the payment commit queues "payment received" (and the
+        /// provisioning job) in the same transaction. Nothing is relayed.
+        pub async fn paid_order(&self, p: &Provisioner, customer: Customer) -> OrderId {
+            let order = p.place_order(&"win".into(), customer).await.unwrap();
+            let payment = p.open_payment(order.id, "sim").await.unwrap();
+            self.payments.pay_in_full(&payment.reference).unwrap();
+            p.refresh_payment(payment.id).await.unwrap();
+            order.id
+        }
+
+        /// Runs jobs and the relay on the manual clock until the order is active and every
+        /// outbox entry of it is delivered or failed.
+        pub async fn run_to_active(&self, p: &Provisioner, order: OrderId) {
+            for _ in 0..2_000 {
+                p.run_jobs_once().await.unwrap();
+                p.relay_outbox_once().await.unwrap();
+                let active = p.order(order).await.unwrap().state == OrderState::Active;
+                let settled = self
+                    .store_outbox(order)
+                    .await
+                    .iter()
+                    .all(|e| !e.is_pending());
+                if active && settled {
+                    return;
+                }
+                self.clock.advance(Duration::from_secs(5));
+            }
+            panic!("order {order} did not become active with its notices sent");
+        }
+
+        pub async fn store_outbox(&self, order: OrderId) -> Vec<nemordp_core::store::OutboxEntry> {
+            use nemordp_core::Store as _;
+            self.store.outbox_for_order(order).await.unwrap()
+        }
+    }
+}
