@@ -223,7 +223,11 @@ pub mod world {
             let clock = ManualClock::new(Timestamp::from_unix_secs(1_767_225_600));
             let cloud = SimCloud::builder()
                 .seed(7)
-                .boot_time(OsKind::WindowsServer, Duration::from_secs(30), Duration::from_secs(60))
+                // SimCloud boots on tokio time; these tests run on real time (real sockets), so a
+                // millisecond boot keeps them quick while the manual clock drives the Provisioner.
+                .boot_time(OsKind::WindowsServer, Duration::from_millis(1), Duration::from_millis(2))
+                .install_delay(Duration::ZERO)
+                .rdp_delay(Duration::ZERO)
                 .clock(Arc::new(clock.clone()))
                 .build();
             Self {
@@ -287,7 +291,11 @@ pub mod world {
                 }
                 self.clock.advance(Duration::from_secs(5));
             }
-            panic!("order {order} did not become active with its notices sent");
+            let state = p.order(order).await.unwrap().state;
+            panic!(
+                "order {order} did not become active with its notices sent: {state:?} {:?}",
+                self.store_outbox(order).await
+            );
         }
 
         pub async fn store_outbox(&self, order: OrderId) -> Vec<nemordp_core::store::OutboxEntry> {
