@@ -33,9 +33,9 @@ use lettre::{
         header::{ContentType, HeaderName, HeaderValue},
     },
     transport::smtp::{
+        PoolConfig,
         authentication::Credentials,
         client::{Certificate, Tls, TlsParameters},
-        PoolConfig,
     },
 };
 use nemordp_core::{
@@ -299,13 +299,15 @@ impl SmtpNotifierBuilder {
             );
         match (endpoint.username, endpoint.password) {
             (Some(user), Some(password)) => {
-                transport = transport.credentials(Credentials::new(
-                    user,
-                    password.expose_secret().to_owned(),
-                ));
+                transport = transport
+                    .credentials(Credentials::new(user, password.expose_secret().to_owned()));
             }
             (None, None) => {}
-            _ => return Err(config_err("SMTP URL must give both user and password, or neither")),
+            _ => {
+                return Err(config_err(
+                    "SMTP URL must give both user and password, or neither",
+                ));
+            }
         }
         let domain = from.email.domain().to_owned();
         Ok(SmtpNotifier {
@@ -339,9 +341,10 @@ impl Composer {
                 .with_backend(BACKEND)
                 .with_operation("compose")
         };
-        let email = n.customer.email.as_deref().ok_or_else(|| {
-            reject(format!("customer {} has no e-mail address", n.customer.id))
-        })?;
+        let email =
+            n.customer.email.as_deref().ok_or_else(|| {
+                reject(format!("customer {} has no e-mail address", n.customer.id))
+            })?;
         let to: Mailbox = email.parse().map_err(|_| {
             reject(format!(
                 "customer {} has an invalid e-mail address",
@@ -372,16 +375,19 @@ impl Composer {
             Some(c) => {
                 let rdp_type = ContentType::parse("application/x-rdp")
                     .map_err(|e| Error::new(ErrorKind::Unexpected, format!("rdp mime: {e}")))?;
-                let attachment =
-                    Attachment::new(rdp_file_name(n)).body(c.rdp_file.clone().into_bytes(), rdp_type);
+                let attachment = Attachment::new(rdp_file_name(n))
+                    .body(c.rdp_file.clone().into_bytes(), rdp_type);
                 builder.multipart(MultiPart::mixed().multipart(body).singlepart(attachment))
             }
             None => builder.multipart(body),
         };
         built.map_err(|e| {
-            Error::new(ErrorKind::Unexpected, format!("cannot build the e-mail: {e}"))
-                .with_backend(BACKEND)
-                .with_operation("compose")
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("cannot build the e-mail: {e}"),
+            )
+            .with_backend(BACKEND)
+            .with_operation("compose")
         })
     }
 }
@@ -519,9 +525,8 @@ impl EmlDirNotifier {
     /// Writes into `dir` (created if missing) as `from`, with `templates`.
     pub fn new(dir: impl Into<PathBuf>, from: &str, templates: Templates) -> Result<Self> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            config_err(format!("cannot create {}", dir.display())).with_source(e)
-        })?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| config_err(format!("cannot create {}", dir.display())).with_source(e))?;
         let from = parse_mailbox(from, "sender")?;
         let domain = from.email.domain().to_owned();
         Ok(Self {
@@ -601,7 +606,10 @@ mod tests {
         let e = endpoint("smtp://127.0.0.1:2525?tls=none").unwrap();
         assert_eq!((e.port, e.security), (2525, SmtpSecurity::None));
         let e = endpoint("smtp://[::1]:25?tls=opportunistic").unwrap();
-        assert_eq!((e.host.as_str(), e.security), ("::1", SmtpSecurity::Opportunistic));
+        assert_eq!(
+            (e.host.as_str(), e.security),
+            ("::1", SmtpSecurity::Opportunistic)
+        );
     }
 
     #[tokio::test]
@@ -648,6 +656,9 @@ mod tests {
         assert!(!format!("{b:?}").contains("hunter2"));
         let n = b.build().unwrap();
         let shown = format!("{n:?}");
-        assert!(!shown.contains("hunter2") && shown.contains("mail.example.com:465"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("mail.example.com:465"),
+            "{shown}"
+        );
     }
 }

@@ -49,27 +49,75 @@ pub const KINDS: [&str; 7] = [
 /// The built-in templates, by name.
 const DEFAULTS: &[(&str, &str)] = &[
     ("layout.html", include_str!("../templates/layout.html")),
-    ("payment_received.subject.txt", include_str!("../templates/payment_received.subject.txt")),
-    ("payment_received.txt", include_str!("../templates/payment_received.txt")),
-    ("payment_received.html", include_str!("../templates/payment_received.html")),
-    ("provisioning_started.subject.txt", include_str!("../templates/provisioning_started.subject.txt")),
-    ("provisioning_started.txt", include_str!("../templates/provisioning_started.txt")),
-    ("provisioning_started.html", include_str!("../templates/provisioning_started.html")),
-    ("ready.subject.txt", include_str!("../templates/ready.subject.txt")),
+    (
+        "payment_received.subject.txt",
+        include_str!("../templates/payment_received.subject.txt"),
+    ),
+    (
+        "payment_received.txt",
+        include_str!("../templates/payment_received.txt"),
+    ),
+    (
+        "payment_received.html",
+        include_str!("../templates/payment_received.html"),
+    ),
+    (
+        "provisioning_started.subject.txt",
+        include_str!("../templates/provisioning_started.subject.txt"),
+    ),
+    (
+        "provisioning_started.txt",
+        include_str!("../templates/provisioning_started.txt"),
+    ),
+    (
+        "provisioning_started.html",
+        include_str!("../templates/provisioning_started.html"),
+    ),
+    (
+        "ready.subject.txt",
+        include_str!("../templates/ready.subject.txt"),
+    ),
     ("ready.txt", include_str!("../templates/ready.txt")),
     ("ready.html", include_str!("../templates/ready.html")),
-    ("failed.subject.txt", include_str!("../templates/failed.subject.txt")),
+    (
+        "failed.subject.txt",
+        include_str!("../templates/failed.subject.txt"),
+    ),
     ("failed.txt", include_str!("../templates/failed.txt")),
     ("failed.html", include_str!("../templates/failed.html")),
-    ("suspended.subject.txt", include_str!("../templates/suspended.subject.txt")),
+    (
+        "suspended.subject.txt",
+        include_str!("../templates/suspended.subject.txt"),
+    ),
     ("suspended.txt", include_str!("../templates/suspended.txt")),
-    ("suspended.html", include_str!("../templates/suspended.html")),
-    ("terminated.subject.txt", include_str!("../templates/terminated.subject.txt")),
-    ("terminated.txt", include_str!("../templates/terminated.txt")),
-    ("terminated.html", include_str!("../templates/terminated.html")),
-    ("renewal_failed.subject.txt", include_str!("../templates/renewal_failed.subject.txt")),
-    ("renewal_failed.txt", include_str!("../templates/renewal_failed.txt")),
-    ("renewal_failed.html", include_str!("../templates/renewal_failed.html")),
+    (
+        "suspended.html",
+        include_str!("../templates/suspended.html"),
+    ),
+    (
+        "terminated.subject.txt",
+        include_str!("../templates/terminated.subject.txt"),
+    ),
+    (
+        "terminated.txt",
+        include_str!("../templates/terminated.txt"),
+    ),
+    (
+        "terminated.html",
+        include_str!("../templates/terminated.html"),
+    ),
+    (
+        "renewal_failed.subject.txt",
+        include_str!("../templates/renewal_failed.subject.txt"),
+    ),
+    (
+        "renewal_failed.txt",
+        include_str!("../templates/renewal_failed.txt"),
+    ),
+    (
+        "renewal_failed.html",
+        include_str!("../templates/renewal_failed.html"),
+    ),
 ];
 
 /// Longest subject kept (characters); longer ones are cut.
@@ -313,9 +361,7 @@ fn context(n: &Notification) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use nemordp_core::{
-        Asset, Money, NotificationId, OrderId,
-        notify::ConnectionDetails,
-        order::Customer,
+        Asset, Money, NotificationId, OrderId, notify::ConnectionDetails, order::Customer,
         secrecy::SecretString,
     };
 
@@ -359,10 +405,16 @@ mod tests {
         assert_eq!(kinds.len() + 1, KINDS.len());
         for kind in kinds {
             let m = t.render(&note(kind.clone())).unwrap();
-            assert!(!m.subject.is_empty() && !m.subject.contains('\n'), "{kind:?}");
+            assert!(
+                !m.subject.is_empty() && !m.subject.contains('\n'),
+                "{kind:?}"
+            );
             assert!(m.text.contains("order "), "{kind:?}: {}", m.text);
             assert!(m.html.starts_with("<!DOCTYPE html>"), "{kind:?}");
-            assert!(!m.text.contains("p<w>") && !m.html.contains("Password"), "{kind:?}");
+            assert!(
+                !m.text.contains("p<w>") && !m.html.contains("Password"),
+                "{kind:?}"
+            );
         }
         let m = t.render(&ready()).unwrap();
         assert!(m.text.contains("Password: p<w>&\"d"), "{}", m.text);
@@ -383,7 +435,11 @@ mod tests {
                 reason: "<img src=x onerror=alert(1)>".into(),
             }))
             .unwrap();
-        assert!(!m.html.contains("<script>") && !m.html.contains("<img"), "{}", m.html);
+        assert!(
+            !m.html.contains("<script>") && !m.html.contains("<img"),
+            "{}",
+            m.html
+        );
         assert!(m.html.contains("&lt;script&gt;") && m.html.contains("&lt;img src=x"));
         assert!(m.text.contains("<img src=x"), "plain text is not escaped");
     }
@@ -392,9 +448,15 @@ mod tests {
     fn overrides_globals_and_subject_folding() {
         let t = Templates::new()
             .with_global("site_name", "Ex & Co")
-            .with_template("terminated.subject.txt", "Bye\r\nBcc: evil@example.com {{ site_name }}")
+            .with_template(
+                "terminated.subject.txt",
+                "Bye\r\nBcc: evil@example.com {{ site_name }}",
+            )
             .unwrap()
-            .with_template("terminated.html", "<p>{{ site_name }} {{ customer.id }}</p>")
+            .with_template(
+                "terminated.html",
+                "<p>{{ site_name }} {{ customer.id }}</p>",
+            )
             .unwrap();
         let m = t.render(&note(NotificationKind::Terminated)).unwrap();
         assert_eq!(m.subject, "Bye Bcc: evil@example.com Ex & Co");
@@ -402,14 +464,20 @@ mod tests {
             m.html,
             "<p>Ex &amp; Co &lt;script&gt;alert(&#x27;x&#x27;)&lt;&#x2f;script&gt;</p>"
         );
-        let e = Templates::new().with_template("ready.txt", "{% if %}").unwrap_err();
+        let e = Templates::new()
+            .with_template("ready.txt", "{% if %}")
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidConfig);
         let strict = Templates::new()
             .with_template("terminated.txt", "{{ no_such_thing }}")
             .unwrap();
-        let e = strict.render(&note(NotificationKind::Terminated)).unwrap_err();
+        let e = strict
+            .render(&note(NotificationKind::Terminated))
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidConfig);
-        let e = Templates::new().render(&note(NotificationKind::Ready)).unwrap_err();
+        let e = Templates::new()
+            .render(&note(NotificationKind::Ready))
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }
 

@@ -147,7 +147,9 @@ impl WebhookSecret {
     }
 
     fn matches(&self, id: &str, timestamp: i64, body: &[u8], signature: &[u8]) -> bool {
-        self.mac(id, timestamp, body).verify_slice(signature).is_ok()
+        self.mac(id, timestamp, body)
+            .verify_slice(signature)
+            .is_ok()
     }
 }
 
@@ -393,7 +395,9 @@ impl WebhookNotifierBuilder {
 
     /// Checks the configuration and builds the notifier.
     pub fn build(self) -> Result<WebhookNotifier> {
-        let url = self.url.ok_or_else(|| config_err("webhook URL is not set"))?;
+        let url = self
+            .url
+            .ok_or_else(|| config_err("webhook URL is not set"))?;
         let url = reqwest::Url::parse(&url)
             .map_err(|e| config_err(format!("webhook URL does not parse: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -476,7 +480,7 @@ struct EventData<'a> {
 #[derive(Serialize)]
 struct Event<'a> {
     #[serde(rename = "type")]
-    event_type: String,
+    kind_name: String,
     timestamp: i64,
     data: EventData<'a>,
 }
@@ -485,7 +489,7 @@ struct Event<'a> {
 /// a notifier built with `include_credentials(true)`.
 fn event_body(n: &Notification, include_credentials: bool, now: Timestamp) -> Result<Vec<u8>> {
     let event = Event {
-        event_type: format!("nemordp.{}", n.kind.as_str()),
+        kind_name: format!("nemordp.{}", n.kind.as_str()),
         timestamp: now.as_unix_secs(),
         data: EventData {
             notification_id: n.id.to_string(),
@@ -509,14 +513,21 @@ fn event_body(n: &Notification, include_credentials: bool, now: Timestamp) -> Re
         },
     };
     serde_json::to_vec(&event).map_err(|e| {
-        Error::new(ErrorKind::Unexpected, format!("cannot encode the event: {e}"))
-            .with_backend(BACKEND)
+        Error::new(
+            ErrorKind::Unexpected,
+            format!("cannot encode the event: {e}"),
+        )
+        .with_backend(BACKEND)
     })
 }
 
 /// `Retry-After` as delay-seconds or an HTTP-date.
 fn retry_after(headers: &reqwest::header::HeaderMap, now: Timestamp) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -633,7 +644,10 @@ mod tests {
     use super::*;
 
     fn secret() -> WebhookSecret {
-        WebhookSecret::parse(&SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")).unwrap()
+        WebhookSecret::parse(&SecretString::from(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -656,28 +670,55 @@ mod tests {
         let sig = secret().sign("id-1", ts, body);
         let v = WebhookVerifier::new([other.clone(), secret()]);
         assert_eq!(
-            v.verify_parts("id-1", &ts.to_string(), &format!("v1,bm9wZQ== {sig}"), body, now)
-                .unwrap()
-                .id,
+            v.verify_parts(
+                "id-1",
+                &ts.to_string(),
+                &format!("v1,bm9wZQ== {sig}"),
+                body,
+                now
+            )
+            .unwrap()
+            .id,
             "id-1"
         );
         let only_other = WebhookVerifier::new([other]);
         let stale = Timestamp::from_unix_secs(ts + 301);
         let early = Timestamp::from_unix_secs(ts - 301);
         for (what, res) in [
-            ("wrong secret", only_other.verify_parts("id-1", "1700000000", &sig, body, now)),
-            ("other id", v.verify_parts("id-2", "1700000000", &sig, body, now)),
-            ("tampered", v.verify_parts("id-1", "1700000000", &sig, b"{ }", now)),
-            ("too old", v.verify_parts("id-1", "1700000000", &sig, body, stale)),
-            ("from the future", v.verify_parts("id-1", "1700000000", &sig, body, early)),
-            ("no v1", v.verify_parts("id-1", "1700000000", "v1a,xyz", body, now)),
+            (
+                "wrong secret",
+                only_other.verify_parts("id-1", "1700000000", &sig, body, now),
+            ),
+            (
+                "other id",
+                v.verify_parts("id-2", "1700000000", &sig, body, now),
+            ),
+            (
+                "tampered",
+                v.verify_parts("id-1", "1700000000", &sig, b"{ }", now),
+            ),
+            (
+                "too old",
+                v.verify_parts("id-1", "1700000000", &sig, body, stale),
+            ),
+            (
+                "from the future",
+                v.verify_parts("id-1", "1700000000", &sig, body, early),
+            ),
+            (
+                "no v1",
+                v.verify_parts("id-1", "1700000000", "v1a,xyz", body, now),
+            ),
             ("bad ts", v.verify_parts("id-1", "soon", &sig, body, now)),
         ] {
             let e = res.err().unwrap_or_else(|| panic!("{what} verified"));
             assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{what}");
         }
         let edge = Timestamp::from_unix_secs(ts + 300);
-        assert!(v.verify_parts("id-1", "1700000000", &sig, body, edge).is_ok());
+        assert!(
+            v.verify_parts("id-1", "1700000000", &sig, body, edge)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -20,7 +20,10 @@ use nemordp_notify::{
     smtp::SmtpNotifier,
     webhook::{RetryPolicy, WebhookNotifier, WebhookSecret},
 };
-use support::{SMTP_PASSWORD, SmtpSink, customer, world::{SEAL_KEY, World}};
+use support::{
+    SMTP_PASSWORD, SmtpSink, customer,
+    world::{SEAL_KEY, World},
+};
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -69,9 +72,7 @@ fn no_password_or_key_reaches_logs_events_or_errors() {
         .unwrap();
     let outcome = tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
-            let Some(sink) = SmtpSink::start("starttls").await else {
-                return None;
-            };
+            let sink = SmtpSink::start("starttls").await?;
             let receiver = MockServer::start().await;
             // The host's endpoint is down at first: the relay logs failures and retries.
             Mock::given(matchers::method("POST"))
@@ -143,7 +144,10 @@ fn no_password_or_key_reaches_logs_events_or_errors() {
     // The run did what it should, so the searches below search something real.
     assert!(log.contains("notification failed; will retry"), "{log}");
     assert!(log.contains("HTTP 503"), "{log}");
-    assert!(log.contains("535"), "the wrong-password error was logged: {log}");
+    assert!(
+        log.contains("535"),
+        "the wrong-password error was logged: {log}"
+    );
     assert!(!events.is_empty());
     let ready_mail = mails
         .iter()
@@ -152,7 +156,9 @@ fn no_password_or_key_reaches_logs_events_or_errors() {
         .expect("a ready e-mail");
     assert!(ready_mail.body_text(0).unwrap().contains(&password));
     assert!(
-        hooks.iter().any(|b| String::from_utf8_lossy(b).contains(&password)),
+        hooks
+            .iter()
+            .any(|b| String::from_utf8_lossy(b).contains(&password)),
         "the ready event carries the password when include_credentials is on"
     );
     // The webhook's 503s made the relay resend (at least once), so e-mails repeat with the
@@ -169,7 +175,10 @@ fn no_password_or_key_reaches_logs_events_or_errors() {
         })
         .collect();
     assert_eq!(ids.len(), 3, "{ids:?}");
-    for m in mails.iter().filter(|m| !String::from_utf8_lossy(m).contains("machine is ready")) {
+    for m in mails
+        .iter()
+        .filter(|m| !String::from_utf8_lossy(m).contains("machine is ready"))
+    {
         assert!(!String::from_utf8_lossy(m).contains(&password));
     }
 
@@ -179,7 +188,7 @@ fn no_password_or_key_reaches_logs_events_or_errors() {
         ("SMTP password", SMTP_PASSWORD.to_owned()),
         ("wrong SMTP password", "wr0ng-Secret-pw".to_owned()),
         ("webhook secret", webhook_key.to_owned()),
-        ("sealing key (hex)", hex_of(&SEAL_KEY)),
+        ("sealing key (hex)", hex::encode(SEAL_KEY)),
         ("sealing key (base64)", B64.encode(SEAL_KEY)),
     ];
     for (what, secret) in &secrets {
@@ -188,10 +197,9 @@ fn no_password_or_key_reaches_logs_events_or_errors() {
             !events.iter().any(|e| e.contains(secret.as_str())),
             "{what} reached a progress event"
         );
-        assert!(!outbox.contains(secret.as_str()), "{what} reached the outbox");
+        assert!(
+            !outbox.contains(secret.as_str()),
+            "{what} reached the outbox"
+        );
     }
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

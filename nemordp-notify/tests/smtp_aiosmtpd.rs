@@ -40,13 +40,20 @@ async fn starttls_auth_and_the_ready_message_with_its_rdp_attachment() {
     let delivery = smtp.send(&ready).await.unwrap();
     assert_eq!(delivery.channel, "smtp");
     assert!(
-        delivery.receipt.as_deref().unwrap().starts_with("250 OK queued as sink-"),
+        delivery
+            .receipt
+            .as_deref()
+            .unwrap()
+            .starts_with("250 OK queued as sink-"),
         "{delivery:?}"
     );
 
     let got = sink.wait_for(1).await;
     let meta = &got[0].meta;
-    assert_eq!(meta["starttls"], true, "the session must have used STARTTLS");
+    assert_eq!(
+        meta["starttls"], true,
+        "the session must have used STARTTLS"
+    );
     assert_eq!(meta["authenticated_as"], SMTP_USER);
     assert_eq!(meta["mail_from"], "noreply@cloud.example");
     assert_eq!(meta["rcpt_tos"], serde_json::json!(["buyer@example.com"]));
@@ -71,17 +78,29 @@ async fn starttls_auth_and_the_ready_message_with_its_rdp_attachment() {
         "Message-ID derives from the outbox row id"
     );
     assert!(msg.date().is_some());
-    assert_eq!(msg.header_raw("Auto-Submitted").map(str::trim), Some("auto-generated"));
+    assert_eq!(
+        msg.header_raw("Auto-Submitted").map(str::trim),
+        Some("auto-generated")
+    );
 
     // Both parts, with the password in each and customer data escaped in the HTML.
     assert_eq!((msg.text_body_count(), msg.html_body_count()), (1, 1));
     let text = msg.body_text(0).unwrap();
-    assert!(text.contains(&format!("Password: {MACHINE_PASSWORD}")), "{text}");
+    assert!(
+        text.contains(&format!("Password: {MACHINE_PASSWORD}")),
+        "{text}"
+    );
     assert!(text.contains("203.0.113.7:3389") && text.contains("Administrator"));
-    assert!(text.contains("cust-42 <b>bold</b>"), "plain text keeps the raw id");
+    assert!(
+        text.contains("cust-42 <b>bold</b>"),
+        "plain text keeps the raw id"
+    );
     let html = msg.body_html(0).unwrap();
     assert!(html.contains("Rdp&lt;&amp;&gt;Pw-93x!"), "{html}");
-    assert!(html.contains("cust-42 &lt;b&gt;bold&lt;&#x2f;b&gt;"), "{html}");
+    assert!(
+        html.contains("cust-42 &lt;b&gt;bold&lt;&#x2f;b&gt;"),
+        "{html}"
+    );
     assert!(!html.contains("<b>bold</b>"));
 
     // The attachment is the .rdp file, byte for byte, and reads as one.
@@ -104,7 +123,10 @@ async fn starttls_auth_and_the_ready_message_with_its_rdp_attachment() {
     };
     assert_eq!(get("full address"), Some("s:203.0.113.7:3389"));
     assert_eq!(get("username"), Some("s:Administrator"));
-    assert!(!rdp.contains(MACHINE_PASSWORD), "the .rdp file never holds the password");
+    assert!(
+        !rdp.contains(MACHINE_PASSWORD),
+        "the .rdp file never holds the password"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +179,10 @@ async fn every_other_kind_arrives_with_both_parts_and_no_credentials() {
             NotificationKind::PaymentReceived { .. } => assert!(text.contains("12.500000 USDT")),
             NotificationKind::Failed { .. } => {
                 assert!(text.contains("What happens next"), "{text}");
-                assert!(!text.contains("vultr 503"), "operator detail stays internal");
+                assert!(
+                    !text.contains("vultr 503"),
+                    "operator detail stays internal"
+                );
             }
             NotificationKind::Suspended { .. } => {
                 assert!(text.contains("unpaid <renewal>"));

@@ -67,11 +67,17 @@ async fn signed_events_verify_on_the_receiver() {
     let r = &reqs[0];
     assert_eq!(r.url.path(), "/hooks/nemordp");
     assert_eq!(header(r, "content-type"), "application/json");
-    assert_eq!(header(r, HEADER_ID), ready.id.to_string(), "webhook-id is the outbox row id");
+    assert_eq!(
+        header(r, HEADER_ID),
+        ready.id.to_string(),
+        "webhook-id is the outbox row id"
+    );
     assert_eq!(header(r, HEADER_TIMESTAMP), "1767225600");
     assert!(header(r, HEADER_SIGNATURE).starts_with("v1,"));
     let verifier = WebhookVerifier::new([secret()]);
-    let v = verifier.verify(&r.headers, &r.body, clock.now_ts()).unwrap();
+    let v = verifier
+        .verify(&r.headers, &r.body, clock.now_ts())
+        .unwrap();
     assert_eq!((v.id, v.timestamp), (ready.id.to_string(), 1_767_225_600));
 
     let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
@@ -95,7 +101,9 @@ async fn signed_events_verify_on_the_receiver() {
     // Tampering with the body or id breaks the signature.
     let mut tampered = r.body.clone();
     tampered.push(b' ');
-    let e = verifier.verify(&r.headers, &tampered, clock.now_ts()).unwrap_err();
+    let e = verifier
+        .verify(&r.headers, &tampered, clock.now_ts())
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unauthenticated);
     let other = WebhookVerifier::new([WebhookSecret::generate().0]);
     assert!(other.verify(&r.headers, &r.body, clock.now_ts()).is_err());
@@ -170,7 +178,11 @@ async fn retryable_statuses_end_retryable_and_others_are_never_retried() {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), kind, "HTTP {status}: {err}");
-        assert_eq!(err.is_retryable(), kind != ErrorKind::Rejected, "HTTP {status}");
+        assert_eq!(
+            err.is_retryable(),
+            kind != ErrorKind::Rejected,
+            "HTTP {status}"
+        );
         assert_eq!(
             server.received_requests().await.unwrap().len(),
             expected_requests,
@@ -225,9 +237,13 @@ async fn a_replay_older_than_the_tolerance_is_rejected() {
     let r = &server.received_requests().await.unwrap()[0];
     let verifier = WebhookVerifier::new([secret()]);
     clock.advance(Duration::from_secs(299));
-    verifier.verify(&r.headers, &r.body, clock.now_ts()).unwrap();
+    verifier
+        .verify(&r.headers, &r.body, clock.now_ts())
+        .unwrap();
     clock.advance(Duration::from_secs(2));
-    let e = verifier.verify(&r.headers, &r.body, clock.now_ts()).unwrap_err();
+    let e = verifier
+        .verify(&r.headers, &r.body, clock.now_ts())
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unauthenticated);
     assert!(e.to_string().contains("replay"), "{e}");
     // Re-signing the same body with an old timestamp (a forged "fresh" replay) cannot verify
@@ -237,7 +253,9 @@ async fn a_replay_older_than_the_tolerance_is_rejected() {
         HEADER_TIMESTAMP,
         clock.now_ts().as_unix_secs().to_string().parse().unwrap(),
     );
-    let e = verifier.verify(&headers, &r.body, clock.now_ts()).unwrap_err();
+    let e = verifier
+        .verify(&headers, &r.body, clock.now_ts())
+        .unwrap_err();
     assert!(e.to_string().contains("does not verify"), "{e}");
 }
 
@@ -260,7 +278,9 @@ async fn receive(server: &MockServer, seen: &mut usize, now: Timestamp) -> Vec<S
         verifier.verify(&r.headers, &r.body, now).unwrap();
     }
     *seen = reqs.len();
-    reqs.iter().map(|r| header(r, HEADER_ID).to_owned()).collect()
+    reqs.iter()
+        .map(|r| header(r, HEADER_ID).to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -277,7 +297,10 @@ async fn a_crash_between_the_state_change_and_the_delivery_still_delivers_once()
     drop(a);
     let queued = w.store_outbox(order).await;
     assert_eq!(queued.len(), 1);
-    assert!(matches!(queued[0].kind, NotificationKind::PaymentReceived { .. }));
+    assert!(matches!(
+        queued[0].kind,
+        NotificationKind::PaymentReceived { .. }
+    ));
     assert!(server.received_requests().await.unwrap().is_empty());
 
     // Process B relays it: delivered once, and never again.
@@ -328,9 +351,17 @@ async fn a_crash_after_sending_but_before_marking_resends_the_same_id() {
     w.clock.advance(Duration::from_secs(120));
     assert_eq!(b.relay_outbox_once().await.unwrap(), 0);
     let ids = receive(&server, &mut seen, w.clock.now_ts()).await;
-    assert_eq!(ids.len(), 2, "at least once: the copy whose receipt was lost is resent");
+    assert_eq!(
+        ids.len(),
+        2,
+        "at least once: the copy whose receipt was lost is resent"
+    );
     let distinct: HashSet<_> = ids.iter().collect();
-    assert_eq!(distinct.len(), 1, "exactly once for a receiver deduping on webhook-id");
+    assert_eq!(
+        distinct.len(),
+        1,
+        "exactly once for a receiver deduping on webhook-id"
+    );
     assert_eq!(ids[0], entry.id.to_string());
     let stored = w.store_outbox(order).await;
     assert!(stored[0].delivered_at.is_some());
@@ -367,7 +398,11 @@ async fn a_notification_that_keeps_failing_ends_failed_with_its_history() {
     let entry = &w.store_outbox(order).await[0];
     assert!(entry.delivered_at.is_none());
     let requests = server.received_requests().await.unwrap().len();
-    assert_eq!(entry.history.len(), requests.min(64), "one history line per attempt");
+    assert_eq!(
+        entry.history.len(),
+        requests.min(64),
+        "one history line per attempt"
+    );
     assert!(
         (70..=90).contains(&requests),
         "backoff capped at an hour over 72 h gives ~80 attempts, got {requests}"
@@ -402,6 +437,10 @@ async fn a_refused_notification_fails_at_once() {
     let entry = &w.store_outbox(order).await[0];
     assert!(entry.failed_at.is_some(), "{entry:?}");
     assert_eq!(entry.history.len(), 1);
-    assert!(entry.history[0].error.contains("HTTP 422"), "{:?}", entry.history);
+    assert!(
+        entry.history[0].error.contains("HTTP 422"),
+        "{:?}",
+        entry.history
+    );
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }

@@ -407,9 +407,13 @@ fn outbox_entry<'a>(
     id: NotificationId,
     operation: &'static str,
 ) -> Result<&'a mut OutboxEntry> {
-    st.outbox
-        .get_mut(&id)
-        .ok_or_else(|| err(ErrorKind::NotFound, operation, format!("outbox entry {id} not found")))
+    st.outbox.get_mut(&id).ok_or_else(|| {
+        err(
+            ErrorKind::NotFound,
+            operation,
+            format!("outbox entry {id} not found"),
+        )
+    })
 }
 
 #[async_trait]

@@ -1028,7 +1028,11 @@ pub async fn outbox_failure_keeps_history_and_stays_visible(store: &dyn Store) {
     )
     .await;
     let claimed = ok(C, "claim_outbox", store.claim_outbox(10, lease, at(10))).await;
-    assert_eq!(claimed.len(), 2, "store kit: {C}: retried entries come back");
+    assert_eq!(
+        claimed.len(),
+        2,
+        "store kit: {C}: retried entries come back"
+    );
     ok(
         C,
         "fail_outbox",

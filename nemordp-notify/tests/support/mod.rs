@@ -28,7 +28,8 @@ fn aiosmtpd_python() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("NEMORDP_AIOSMTPD_PYTHON") {
         return Some(PathBuf::from(p));
     }
-    let base = std::env::var("NEMORDP_PEERS_DIR").unwrap_or_else(|_| "/var/tmp/nemordp-peers".into());
+    let base =
+        std::env::var("NEMORDP_PEERS_DIR").unwrap_or_else(|_| "/var/tmp/nemordp-peers".into());
     let venv = Path::new(&base).join("aiosmtpd/bin/python");
     if venv.exists() {
         return Some(venv);
@@ -178,7 +179,9 @@ pub fn customer() -> Customer {
 }
 
 pub fn ready_notification() -> Notification {
-    let rdp = RdpFile::new("203.0.113.7", "Administrator").unwrap().render();
+    let rdp = RdpFile::new("203.0.113.7", "Administrator")
+        .unwrap()
+        .render();
     Notification::new(
         NotificationId::new(),
         OrderId::new(),
@@ -225,7 +228,11 @@ pub mod world {
                 .seed(7)
                 // SimCloud boots on tokio time; these tests run on real time (real sockets), so a
                 // millisecond boot keeps them quick while the manual clock drives the Provisioner.
-                .boot_time(OsKind::WindowsServer, Duration::from_millis(1), Duration::from_millis(2))
+                .boot_time(
+                    OsKind::WindowsServer,
+                    Duration::from_millis(1),
+                    Duration::from_millis(2),
+                )
                 .install_delay(Duration::ZERO)
                 .rdp_delay(Duration::ZERO)
                 .clock(Arc::new(clock.clone()))
@@ -234,7 +241,10 @@ pub mod world {
                 clock,
                 cloud,
                 store: MemoryStore::new(),
-                payments: SimPayments::new(Asset::Fiat(Currency::Ngn), SecretString::from("paysecret")),
+                payments: SimPayments::new(
+                    Asset::Fiat(Currency::Ngn),
+                    SecretString::from("paysecret"),
+                ),
             }
         }
 
