@@ -22,6 +22,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/postgres/0001_initial.sql"),
     },
     Migration {
+        version: 2,
+        description: "records and index reservations",
+        sql: include_str!("../migrations/postgres/0002_records.sql"),
+    },
+    Migration {
         version: 3,
         description: "outbox failures",
         sql: include_str!("../migrations/postgres/0003_outbox_failures.sql"),
