@@ -3,10 +3,13 @@
 //! [`ProvisionerConfig::outbox_deadline`](super::ProvisionerConfig::outbox_deadline), or that
 //! the channel refuses for good, is marked failed with its history, never dropped.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
+
+use futures::StreamExt as _;
 
 use crate::{
     error::{Error, ErrorKind, Result},
+    ids::OrderId,
     notify::{Notification, NotificationKind},
     store::{OutboxEntry, StoreExt},
 };
@@ -18,14 +21,53 @@ const OUTBOX_LEASE: Duration = Duration::from_secs(60);
 
 impl Provisioner {
     /// Claims due outbox entries and delivers them. Returns how many were delivered.
+    ///
+    /// Rows of different orders go out concurrently (at most
+    /// [`ProvisionerConfig::outbox_concurrency`](super::ProvisionerConfig::outbox_concurrency)
+    /// at once); the rows of one order go out one after another, oldest first.
     pub async fn relay_outbox_once(&self) -> Result<usize> {
         let store = &self.inner.store;
         let cfg = &self.inner.config;
         let entries = store
             .claim_outbox(cfg.outbox_batch, OUTBOX_LEASE, self.now())
             .await?;
-        let mut delivered = 0;
+        let mut groups: Vec<Vec<OutboxEntry>> = Vec::new();
+        let mut group_of: HashMap<OrderId, usize> = HashMap::new();
         for entry in entries {
+            let i = *group_of.entry(entry.order_id).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[i].push(entry);
+        }
+        let rounds: Vec<Result<usize>> =
+            futures::stream::iter(groups.into_iter().map(|group| self.deliver_group(group)))
+                .buffer_unordered(cfg.outbox_concurrency.max(1))
+                .collect()
+                .await;
+        let mut delivered = 0;
+        let mut first_error = None;
+        for round in rounds {
+            match round {
+                Ok(n) => delivered += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // Every group ran to its end before an error is reported, so one store failure does
+        // not strand the other groups' sent rows unmarked.
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(delivered),
+        }
+    }
+
+    /// Delivers one order's claimed rows in order.
+    async fn deliver_group(&self, group: Vec<OutboxEntry>) -> Result<usize> {
+        let store = &self.inner.store;
+        let mut delivered = 0;
+        for entry in group {
             match self.deliver_entry(&entry).await {
                 Ok(()) => {
                     store.mark_outbox_delivered(entry.id, self.now()).await?;
