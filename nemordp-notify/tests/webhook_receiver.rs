@@ -444,3 +444,51 @@ async fn a_refused_notification_fails_at_once() {
     );
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn each_orders_notifications_arrive_in_order_while_orders_go_out_together() {
+    let server = MockServer::start().await;
+    answer(&server, 200).await;
+    let w = World::new();
+    let p = w.provisioner("worker", Arc::new(notifier(&server, Some(w.clock.clone()))));
+    let now = w.clock.now_ts();
+    let mut batch = nemordp_core::store::Batch::new();
+    let mut expected = Vec::new();
+    for _ in 0..12 {
+        let order = p.place_order(&"win".into(), customer()).await.unwrap();
+        let kinds = [
+            NotificationKind::ProvisioningStarted,
+            NotificationKind::Suspended {
+                reason: "abuse report".into(),
+            },
+            NotificationKind::Terminated,
+        ];
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let created = now.saturating_add(Duration::from_millis(u64::try_from(i).unwrap()));
+            let entry = nemordp_core::store::OutboxEntry::new(order.id, kind, created);
+            expected.push((order.id.to_string(), entry.id.to_string()));
+            batch = batch.notify(entry);
+        }
+    }
+    w.store.commit(batch, now).await.unwrap();
+    w.clock.advance(Duration::from_secs(1));
+    assert_eq!(p.relay_outbox_once().await.unwrap(), 36);
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 36);
+    for (order, _) in expected.iter().step_by(3) {
+        let sent: Vec<String> = reqs
+            .iter()
+            .filter_map(|r| {
+                let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                (body["data"]["order_id"] == order.as_str())
+                    .then(|| header(r, HEADER_ID).to_owned())
+            })
+            .collect();
+        let queued: Vec<String> = expected
+            .iter()
+            .filter(|(o, _)| o == order)
+            .map(|(_, id)| id.clone())
+            .collect();
+        assert_eq!(sent, queued, "order {order}: notifications out of order");
+    }
+}
