@@ -5,8 +5,15 @@
 //! [`nemordp_core::PaymentVerifier`] or [`nemordp_core::RateSource`]. Without features this
 //! crate only re-exports the simulated backends.
 //!
-//! The feature names are reserved today: the clients land with their issues, and no
-//! placeholder type pretends to work before then.
+//! Features not listed as implemented are reserved: no placeholder type pretends to work.
+//! `eth` and `usdt` live in [`evm`]: one block watcher over Ethereum JSON-RPC serves both.
 #![deny(missing_docs)]
+
+#[cfg(feature = "btc")]
+pub mod btc;
+#[cfg(feature = "evm")]
+pub mod evm;
+#[cfg(feature = "rates")]
+pub mod rates;
 
 pub use nemordp_core::sim::{payments::SimPayments, rates::FixedRates};
