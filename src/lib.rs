@@ -11,3 +11,7 @@ pub use nemordp_payments as payments;
 
 /// Store backends (`sqlite`, `postgres` features; `MemoryStore` always).
 pub use nemordp_store as stores;
+
+/// Notifications: the core types plus the `smtp` and `webhook` notifiers (features of the
+/// same names).
+pub use nemordp_notify as notify;

@@ -43,6 +43,12 @@ pub enum NotificationKind {
     },
     /// The machine was terminated.
     Terminated,
+    /// A renewal payment failed; the machine will be suspended unless the customer pays.
+    /// Queued by the host's billing (nemordp does not renew by itself).
+    RenewalFailed {
+        /// Why (shown to the customer).
+        reason: String,
+    },
 }
 
 impl NotificationKind {
@@ -55,6 +61,7 @@ impl NotificationKind {
             Self::Failed { .. } => "failed",
             Self::Suspended { .. } => "suspended",
             Self::Terminated => "terminated",
+            Self::RenewalFailed { .. } => "renewal_failed",
         }
     }
 }

@@ -182,9 +182,60 @@ pub struct OutboxEntry {
     pub delivered_at: Option<Timestamp>,
     /// Last delivery error, if any (secret-free).
     pub last_error: Option<String>,
+    /// When the relay gave up on the entry; a failed entry is never claimed again but stays
+    /// listed (with its history) until an operator requeues it.
+    #[serde(default)]
+    pub failed_at: Option<Timestamp>,
+    /// Failed delivery attempts, oldest first (at most [`OutboxEntry::HISTORY_LIMIT`], the
+    /// oldest dropped first).
+    #[serde(default)]
+    pub history: Vec<OutboxAttempt>,
+}
+
+/// One failed delivery attempt of an outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct OutboxAttempt {
+    /// The attempt number (the entry's `attempts` when it failed).
+    pub attempt: u32,
+    /// When the failure was recorded.
+    pub at: Timestamp,
+    /// What went wrong (secret-free).
+    pub error: String,
+}
+
+impl OutboxAttempt {
+    /// A failed attempt.
+    pub fn new(attempt: u32, at: Timestamp, error: impl Into<String>) -> Self {
+        Self {
+            attempt,
+            at,
+            error: error.into(),
+        }
+    }
 }
 
 impl OutboxEntry {
+    /// How many failed attempts an entry's history keeps.
+    pub const HISTORY_LIMIT: usize = 64;
+
+    /// True while the relay may still deliver it (neither delivered nor given up on).
+    pub fn is_pending(&self) -> bool {
+        self.delivered_at.is_none() && self.failed_at.is_none()
+    }
+
+    /// Appends a failed attempt to the history (bounded), as every store does on
+    /// [`Store::retry_outbox`] and [`Store::fail_outbox`].
+    pub fn record_failure(&mut self, at: Timestamp, error: &str) {
+        if self.history.len() >= Self::HISTORY_LIMIT {
+            let excess = self.history.len() + 1 - Self::HISTORY_LIMIT;
+            self.history.drain(..excess);
+        }
+        self.history
+            .push(OutboxAttempt::new(self.attempts, at, error.to_owned()));
+        self.last_error = Some(error.to_owned());
+    }
+
     /// A new, due entry.
     pub fn new(order_id: OrderId, kind: NotificationKind, now: Timestamp) -> Self {
         Self {
@@ -196,6 +247,8 @@ impl OutboxEntry {
             next_attempt_at: now,
             delivered_at: None,
             last_error: None,
+            failed_at: None,
+            history: Vec::new(),
         }
     }
 }
@@ -700,7 +753,7 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// The sealed credentials of an order.
     async fn get_credentials(&self, order_id: OrderId) -> Result<Option<SealedCredentials>>;
 
-    /// Claims up to `limit` due outbox entries: each gets `attempts + 1` and
+    /// Claims up to `limit` due, pending outbox entries: each gets `attempts + 1` and
     /// `next_attempt_at = now + lease_for`, so other relays skip it until then.
     async fn claim_outbox(
         &self,
@@ -712,13 +765,31 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// Marks an entry delivered (idempotent).
     async fn mark_outbox_delivered(&self, id: NotificationId, now: Timestamp) -> Result<()>;
 
-    /// Schedules another delivery attempt of an undelivered entry.
+    /// Records a failed attempt of a pending entry in its history and `last_error`, and
+    /// schedules the next attempt. No-op on a delivered or failed entry.
     async fn retry_outbox(
         &self,
         id: NotificationId,
         next_attempt_at: Timestamp,
         error: &str,
+        now: Timestamp,
     ) -> Result<()>;
+
+    /// Gives up on a pending entry: records the attempt in its history and `last_error` and
+    /// sets `failed_at`, so it is never claimed again but stays visible. No-op on a delivered
+    /// or already failed entry.
+    async fn fail_outbox(&self, id: NotificationId, error: &str, now: Timestamp) -> Result<()>;
+
+    /// Makes a failed entry pending again, due at `now` (an operator fixed the cause). Its
+    /// history and attempt count are kept. No-op on a pending or delivered entry.
+    async fn requeue_outbox(&self, id: NotificationId, now: Timestamp) -> Result<()>;
+
+    /// Failed entries in id order after `after` (keyset paging), at most `limit` (0 means 100).
+    async fn failed_outbox(
+        &self,
+        after: Option<NotificationId>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>>;
 
     /// All outbox entries of an order, oldest first.
     async fn outbox_for_order(&self, order_id: OrderId) -> Result<Vec<OutboxEntry>>;

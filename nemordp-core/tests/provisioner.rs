@@ -972,8 +972,31 @@ impl Store for HostTerminatesMidStep {
         id: nemordp_core::NotificationId,
         at: Timestamp,
         e: &str,
+        now: Timestamp,
     ) -> nemordp_core::Result<()> {
-        self.inner.retry_outbox(id, at, e).await
+        self.inner.retry_outbox(id, at, e, now).await
+    }
+    async fn fail_outbox(
+        &self,
+        id: nemordp_core::NotificationId,
+        e: &str,
+        now: Timestamp,
+    ) -> nemordp_core::Result<()> {
+        self.inner.fail_outbox(id, e, now).await
+    }
+    async fn requeue_outbox(
+        &self,
+        id: nemordp_core::NotificationId,
+        now: Timestamp,
+    ) -> nemordp_core::Result<()> {
+        self.inner.requeue_outbox(id, now).await
+    }
+    async fn failed_outbox(
+        &self,
+        after: Option<nemordp_core::NotificationId>,
+        limit: u32,
+    ) -> nemordp_core::Result<Vec<nemordp_core::store::OutboxEntry>> {
+        self.inner.failed_outbox(after, limit).await
     }
     async fn outbox_for_order(
         &self,

@@ -224,8 +224,27 @@ impl Store for Broken {
         id: NotificationId,
         next_attempt_at: Timestamp,
         error: &str,
+        now: Timestamp,
     ) -> Result<()> {
-        self.inner.retry_outbox(id, next_attempt_at, error).await
+        self.inner
+            .retry_outbox(id, next_attempt_at, error, now)
+            .await
+    }
+
+    async fn fail_outbox(&self, id: NotificationId, error: &str, now: Timestamp) -> Result<()> {
+        self.inner.fail_outbox(id, error, now).await
+    }
+
+    async fn requeue_outbox(&self, id: NotificationId, now: Timestamp) -> Result<()> {
+        self.inner.requeue_outbox(id, now).await
+    }
+
+    async fn failed_outbox(
+        &self,
+        after: Option<NotificationId>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>> {
+        self.inner.failed_outbox(after, limit).await
     }
 
     async fn outbox_for_order(&self, order_id: OrderId) -> Result<Vec<OutboxEntry>> {

@@ -26,6 +26,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "records and index reservations",
         sql: include_str!("../migrations/postgres/0002_records.sql"),
     },
+    Migration {
+        version: 3,
+        description: "outbox failures",
+        sql: include_str!("../migrations/postgres/0003_outbox_failures.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators of one schema.
@@ -55,9 +60,11 @@ const CLAIM_JOBS_SQL: &str = "WITH queued AS (SELECT id, run_at FROM jobs \
      lease_epoch, lease_until, last_error, note, created_at, updated_at";
 
 const CLAIM_OUTBOX_SQL: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1 \
-     WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
+     WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL \
+     AND next_attempt_at <= $2 \
      ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-     RETURNING id, order_id, kind, created_at, attempts, next_attempt_at, delivered_at, last_error";
+     RETURNING id, order_id, kind, created_at, attempts, next_attempt_at, delivered_at, last_error, \
+     failed_at, history";
 
 async fn begin_write(
     pool: &sqlx::Pool<Db>,

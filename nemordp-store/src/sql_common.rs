@@ -27,8 +27,8 @@ type Tx = sqlx::Transaction<'static, Db>;
 const JOB_COLUMNS: &str = "id, kind, order_id, unique_key, state, run_at, attempt, lease_owner, \
      lease_epoch, lease_until, last_error, note, created_at, updated_at";
 const RECORD_COLUMNS: &str = "collection, record_key, version, data, updated_at";
-const OUTBOX_COLUMNS: &str =
-    "id, order_id, kind, created_at, attempts, next_attempt_at, delivered_at, last_error";
+const OUTBOX_COLUMNS: &str = "id, order_id, kind, created_at, attempts, next_attempt_at, \
+     delivered_at, last_error, failed_at, history";
 
 fn get<'r, T>(row: &'r DbRow, op: &'static str, table: &str, column: &str) -> Result<T>
 where
@@ -96,6 +96,9 @@ fn decode_outbox(row: &DbRow, op: &'static str) -> Result<OutboxEntry> {
     entry.next_attempt_at = ts(get(row, op, T, "next_attempt_at")?);
     entry.delivered_at = get::<Option<i64>>(row, op, T, "delivered_at")?.map(ts);
     entry.last_error = get(row, op, T, "last_error")?;
+    entry.failed_at = get::<Option<i64>>(row, op, T, "failed_at")?.map(ts);
+    let history: String = get(row, op, T, "history")?;
+    entry.history = from_json(NAME, op, T, &id, "history", &history)?;
     Ok(entry)
 }
 
@@ -218,6 +221,62 @@ async fn run_migrations(pool: &Pool<Db>) -> Result<()> {
 }
 
 impl This {
+    /// One outbox entry, or `NotFound`.
+    async fn outbox_entry(&self, op: &'static str, id: NotificationId) -> Result<OutboxEntry> {
+        let row = sqlx::query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_err(NAME, op, e))?
+            .ok_or_else(|| err(NAME, ErrorKind::NotFound, op, format!("outbox entry {id} not found")))?;
+        decode_outbox(&row, op)
+    }
+
+    /// Appends a failed attempt to a pending entry's history and either reschedules it
+    /// (`next_attempt_at`) or marks it failed (`None`). A compare-and-set on the stored
+    /// history, so a concurrent writer makes this re-read instead of losing an attempt.
+    async fn record_outbox_failure(
+        &self,
+        op: &'static str,
+        id: NotificationId,
+        error: &str,
+        now: Timestamp,
+        next_attempt_at: Option<Timestamp>,
+    ) -> Result<()> {
+        for _ in 0..8 {
+            let mut entry = self.outbox_entry(op, id).await?;
+            if !entry.is_pending() {
+                return Ok(());
+            }
+            let before = to_json(NAME, op, &entry.history)?;
+            entry.record_failure(now, error);
+            let updated = sqlx::query(
+                "UPDATE outbox SET history = $1, last_error = $2, \
+                 next_attempt_at = COALESCE($3, next_attempt_at), failed_at = $4 \
+                 WHERE id = $5 AND history = $6 AND delivered_at IS NULL AND failed_at IS NULL",
+            )
+            .bind(to_json(NAME, op, &entry.history)?)
+            .bind(error)
+            .bind(next_attempt_at.map(ms))
+            .bind(next_attempt_at.is_none().then(|| ms(now)))
+            .bind(id.to_string())
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_err(NAME, op, e))?
+            .rows_affected();
+            if updated == 1 {
+                return Ok(());
+            }
+        }
+        Err(err(
+            NAME,
+            ErrorKind::Conflict,
+            op,
+            format!("outbox entry {id} kept changing; failure not recorded"),
+        ))
+    }
+
     /// The schema version this binary knows (the newest embedded migration).
     pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
@@ -330,8 +389,8 @@ impl This {
         for entry in &batch.outbox {
             let inserted = sqlx::query(
                 "INSERT INTO outbox (id, order_id, kind, created_at, attempts, next_attempt_at, \
-                 delivered_at, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT DO NOTHING",
+                 delivered_at, last_error, failed_at, history) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
             )
             .bind(entry.id.to_string())
             .bind(entry.order_id.to_string())
@@ -341,6 +400,8 @@ impl This {
             .bind(ms(entry.next_attempt_at))
             .bind(entry.delivered_at.map(ms))
             .bind(entry.last_error.clone())
+            .bind(entry.failed_at.map(ms))
+            .bind(to_json(NAME, OP, &entry.history)?)
             .execute(&mut **tx)
             .await
             .map_err(dbe)?
@@ -912,29 +973,58 @@ impl Store for This {
         id: NotificationId,
         next_attempt_at: Timestamp,
         error: &str,
+        now: Timestamp,
     ) -> Result<()> {
-        const OP: &str = "retry_outbox";
-        let found = sqlx::query(
-            "UPDATE outbox SET next_attempt_at = CASE WHEN delivered_at IS NULL THEN $1 \
-             ELSE next_attempt_at END, last_error = CASE WHEN delivered_at IS NULL THEN $2 \
-             ELSE last_error END WHERE id = $3",
+        self.record_outbox_failure("retry_outbox", id, error, now, Some(next_attempt_at))
+            .await
+    }
+
+    async fn fail_outbox(&self, id: NotificationId, error: &str, now: Timestamp) -> Result<()> {
+        self.record_outbox_failure("fail_outbox", id, error, now, None)
+            .await
+    }
+
+    async fn requeue_outbox(&self, id: NotificationId, now: Timestamp) -> Result<()> {
+        const OP: &str = "requeue_outbox";
+        sqlx::query(
+            "UPDATE outbox SET failed_at = NULL, next_attempt_at = $1 \
+             WHERE id = $2 AND delivered_at IS NULL AND failed_at IS NOT NULL",
         )
-        .bind(ms(next_attempt_at))
-        .bind(error)
+        .bind(ms(now))
         .bind(id.to_string())
         .execute(&self.pool)
         .await
-        .map_err(|e| db_err(NAME, OP, e))?
-        .rows_affected();
-        if found == 0 {
-            return Err(err(
-                NAME,
-                ErrorKind::NotFound,
-                OP,
-                format!("outbox entry {id} not found"),
-            ));
+        .map_err(|e| db_err(NAME, OP, e))?;
+        // Pending and delivered entries are left alone; only an unknown id is an error.
+        self.outbox_entry(OP, id).await.map(drop)
+    }
+
+    async fn failed_outbox(
+        &self,
+        after: Option<NotificationId>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>> {
+        const OP: &str = "failed_outbox";
+        let base = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND failed_at IS NOT NULL"
+        );
+        let rows = match after {
+            Some(after) => {
+                sqlx::query(&format!("{base} AND id > $1 ORDER BY id LIMIT $2"))
+                    .bind(after.to_string())
+                    .bind(page_limit(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query(&format!("{base} ORDER BY id LIMIT $1"))
+                    .bind(page_limit(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
         }
-        Ok(())
+        .map_err(|e| db_err(NAME, OP, e))?;
+        rows.iter().map(|row| decode_outbox(row, OP)).collect()
     }
 
     async fn outbox_for_order(&self, order_id: OrderId) -> Result<Vec<OutboxEntry>> {

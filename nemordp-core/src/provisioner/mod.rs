@@ -107,6 +107,12 @@ pub struct ProvisionerConfig {
     pub payment_monitoring: Duration,
     /// Outbox entries claimed per round.
     pub outbox_batch: u32,
+    /// Orders whose notifications the relay delivers at the same time (each order's own
+    /// notifications still go out in order).
+    pub outbox_concurrency: usize,
+    /// How long a notification keeps being retried (counted from when it was queued) before
+    /// the relay marks it failed. A `Rejected` delivery fails at once.
+    pub outbox_deadline: Duration,
     /// Age before an unowned labelled instance counts as an orphan.
     pub orphan_grace: Duration,
     /// Capacity of the progress channel (slow subscribers skip old events beyond it).
@@ -133,6 +139,8 @@ impl Default for ProvisionerConfig {
             payment_expiry: Duration::from_secs(15 * 60),
             payment_monitoring: Duration::from_secs(24 * 60 * 60),
             outbox_batch: 128,
+            outbox_concurrency: 8,
+            outbox_deadline: Duration::from_secs(72 * 60 * 60),
             orphan_grace: Duration::from_secs(15 * 60),
             event_capacity: 4096,
         }

@@ -174,7 +174,7 @@ impl FileNotifier {
             NotificationKind::Failed { reason } => {
                 let _ = writeln!(text, "reason: {reason}");
             }
-            NotificationKind::Suspended { reason } => {
+            NotificationKind::Suspended { reason } | NotificationKind::RenewalFailed { reason } => {
                 let _ = writeln!(text, "reason: {reason}");
             }
             _ => {}

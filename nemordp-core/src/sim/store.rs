@@ -457,6 +457,21 @@ impl State {
     }
 }
 
+/// The outbox entry `id`, or `NotFound` naming `operation`.
+fn outbox_entry<'a>(
+    st: &'a mut State,
+    id: NotificationId,
+    operation: &'static str,
+) -> Result<&'a mut OutboxEntry> {
+    st.outbox.get_mut(&id).ok_or_else(|| {
+        err(
+            ErrorKind::NotFound,
+            operation,
+            format!("outbox entry {id} not found"),
+        )
+    })
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     fn name(&self) -> &'static str {
@@ -555,7 +570,7 @@ impl Store for MemoryStore {
         let mut due: Vec<(Timestamp, NotificationId)> = st
             .outbox
             .values()
-            .filter(|e| e.delivered_at.is_none() && e.next_attempt_at <= now)
+            .filter(|e| e.is_pending() && e.next_attempt_at <= now)
             .map(|e| (e.created_at, e.id))
             .collect();
         due.sort_unstable();
@@ -591,20 +606,57 @@ impl Store for MemoryStore {
         id: NotificationId,
         next_attempt_at: Timestamp,
         error: &str,
+        now: Timestamp,
     ) -> Result<()> {
         let mut st = self.lock();
-        let entry = st.outbox.get_mut(&id).ok_or_else(|| {
-            err(
-                ErrorKind::NotFound,
-                "retry_outbox",
-                format!("outbox entry {id} not found"),
-            )
-        })?;
-        if entry.delivered_at.is_none() {
+        let entry = outbox_entry(&mut st, id, "retry_outbox")?;
+        if entry.is_pending() {
             entry.next_attempt_at = next_attempt_at;
-            entry.last_error = Some(error.to_owned());
+            entry.record_failure(now, error);
         }
         Ok(())
+    }
+
+    async fn fail_outbox(&self, id: NotificationId, error: &str, now: Timestamp) -> Result<()> {
+        let mut st = self.lock();
+        let entry = outbox_entry(&mut st, id, "fail_outbox")?;
+        if entry.is_pending() {
+            entry.failed_at = Some(now);
+            entry.record_failure(now, error);
+        }
+        Ok(())
+    }
+
+    async fn requeue_outbox(&self, id: NotificationId, now: Timestamp) -> Result<()> {
+        let mut st = self.lock();
+        let entry = outbox_entry(&mut st, id, "requeue_outbox")?;
+        if entry.delivered_at.is_none() && entry.failed_at.is_some() {
+            entry.failed_at = None;
+            entry.next_attempt_at = now;
+        }
+        Ok(())
+    }
+
+    async fn failed_outbox(
+        &self,
+        after: Option<NotificationId>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>> {
+        let st = self.lock();
+        let mut out: Vec<OutboxEntry> = st
+            .outbox
+            .values()
+            .filter(|e| e.delivered_at.is_none() && e.failed_at.is_some())
+            .filter(|e| after.is_none_or(|a| e.id > a))
+            .cloned()
+            .collect();
+        out.sort_by_key(|e| e.id);
+        out.truncate(if limit == 0 {
+            100
+        } else {
+            usize::try_from(limit).unwrap_or(usize::MAX)
+        });
+        Ok(out)
     }
 
     async fn outbox_for_order(&self, order_id: OrderId) -> Result<Vec<OutboxEntry>> {

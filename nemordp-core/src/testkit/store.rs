@@ -58,6 +58,7 @@ where
     list_orders_filters_and_pages(&*fresh().await).await;
     outbox_claim_lease_retry_and_deliver(&*fresh().await).await;
     outbox_rejects_duplicate_ids(&*fresh().await).await;
+    outbox_failure_keeps_history_and_stays_visible(&*fresh().await).await;
     job_unique_key_dedupes(&*fresh().await).await;
     job_claim_takes_only_due_jobs(&*fresh().await).await;
     concurrent_claims_are_disjoint(&*fresh().await).await;
@@ -919,7 +920,7 @@ pub async fn outbox_claim_lease_retry_and_deliver(store: &dyn Store) {
     ok(
         C,
         "retry_outbox",
-        store.retry_outbox(first.id, at(60), "smtp 451"),
+        store.retry_outbox(first.id, at(60), "smtp 451", at(33)),
     )
     .await;
     let got = ok(C, "claim_outbox", store.claim_outbox(10, lease, at(59))).await;
@@ -959,7 +960,7 @@ pub async fn outbox_claim_lease_retry_and_deliver(store: &dyn Store) {
     ok(
         C,
         "retry_outbox of a delivered entry",
-        store.retry_outbox(first.id, at(63), "late"),
+        store.retry_outbox(first.id, at(63), "late", at(63)),
     )
     .await;
     let stored = ok(C, "outbox_for_order", store.outbox_for_order(o.id)).await;
@@ -987,12 +988,170 @@ pub async fn outbox_claim_lease_retry_and_deliver(store: &dyn Store) {
         Some(ErrorKind::NotFound),
         "store kit: {C}: marking an unknown entry delivered must be NotFound, got {res:?}"
     );
-    let res = store.retry_outbox(NotificationId::new(), at(5), "x").await;
+    let res = store
+        .retry_outbox(NotificationId::new(), at(5), "x", at(5))
+        .await;
     assert_eq!(
         kind_of(&res),
         Some(ErrorKind::NotFound),
         "store kit: {C}: retrying an unknown entry must be NotFound, got {res:?}"
     );
+}
+
+/// Rule: `retry_outbox` and `fail_outbox` append the failed attempt to the entry's history;
+/// a failed entry is never claimed, is listed by `failed_outbox` (keyset paged) and by
+/// `outbox_for_order` with its history, ignores later retries and failures, and becomes due
+/// again through `requeue_outbox`; unknown ids are `NotFound`.
+pub async fn outbox_failure_keeps_history_and_stays_visible(store: &dyn Store) {
+    const C: &str = "outbox_failure_keeps_history_and_stays_visible";
+    let o = seed_order(store, C, at(0)).await;
+    let doomed = OutboxEntry::new(o.id, NotificationKind::Ready, at(0));
+    let other = OutboxEntry::new(o.id, NotificationKind::ProvisioningStarted, at(0));
+    ok(
+        C,
+        "queueing notifications",
+        store.commit(
+            Batch::new().notify(doomed.clone()).notify(other.clone()),
+            at(0),
+        ),
+    )
+    .await;
+    let lease = Duration::from_secs(30);
+    let claimed = ok(C, "claim_outbox", store.claim_outbox(10, lease, at(1))).await;
+    assert_eq!(claimed.len(), 2, "store kit: {C}: both entries are due");
+    ok(
+        C,
+        "retry_outbox",
+        store.retry_outbox(doomed.id, at(10), "smtp 451 try later", at(2)),
+    )
+    .await;
+    ok(
+        C,
+        "retry_outbox (other)",
+        store.retry_outbox(other.id, at(10), "timeout", at(2)),
+    )
+    .await;
+    let claimed = ok(C, "claim_outbox", store.claim_outbox(10, lease, at(10))).await;
+    assert_eq!(
+        claimed.len(),
+        2,
+        "store kit: {C}: retried entries come back"
+    );
+    ok(
+        C,
+        "fail_outbox",
+        store.fail_outbox(doomed.id, "smtp 550 no such user", at(11)),
+    )
+    .await;
+    let stored = ok(C, "outbox_for_order", store.outbox_for_order(o.id)).await;
+    let entry = stored
+        .iter()
+        .find(|e| e.id == doomed.id)
+        .expect("failed entry is still listed");
+    assert_eq!(
+        (entry.failed_at, entry.delivered_at, entry.attempts),
+        (Some(at(11)), None, 2),
+        "store kit: {C}: fail_outbox must set failed_at and keep the attempt count"
+    );
+    assert_eq!(
+        entry
+            .history
+            .iter()
+            .map(|h| (h.attempt, h.at, h.error.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, at(2), "smtp 451 try later"),
+            (2, at(11), "smtp 550 no such user")
+        ],
+        "store kit: {C}: every failed attempt must be kept in the history, oldest first"
+    );
+    assert_eq!(
+        entry.last_error.as_deref(),
+        Some("smtp 550 no such user"),
+        "store kit: {C}: fail_outbox must store the last error"
+    );
+    // Later writes to a failed entry change nothing.
+    ok(
+        C,
+        "retry_outbox of a failed entry",
+        store.retry_outbox(doomed.id, at(12), "late", at(12)),
+    )
+    .await;
+    ok(
+        C,
+        "fail_outbox again",
+        store.fail_outbox(doomed.id, "again", at(13)),
+    )
+    .await;
+    let got = ok(C, "claim_outbox", store.claim_outbox(10, lease, at(10_000))).await;
+    assert_eq!(
+        got.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![other.id],
+        "store kit: {C}: a failed entry must never be claimed"
+    );
+    let failed = ok(C, "failed_outbox", store.failed_outbox(None, 0)).await;
+    assert_eq!(
+        failed
+            .iter()
+            .map(|e| (e.id, e.failed_at, e.history.len()))
+            .collect::<Vec<_>>(),
+        vec![(doomed.id, Some(at(11)), 2)],
+        "store kit: {C}: failed_outbox must list the failed entry, unchanged by later writes"
+    );
+    let after = ok(C, "failed_outbox", store.failed_outbox(Some(doomed.id), 10)).await;
+    assert!(
+        after.is_empty(),
+        "store kit: {C}: failed_outbox must page after the given id, got {after:?}"
+    );
+    // A delivered entry is not failed, and fail_outbox leaves it delivered.
+    ok(
+        C,
+        "mark_outbox_delivered",
+        store.mark_outbox_delivered(other.id, at(10_001)),
+    )
+    .await;
+    ok(
+        C,
+        "fail_outbox of a delivered entry",
+        store.fail_outbox(other.id, "late", at(10_002)),
+    )
+    .await;
+    let failed = ok(C, "failed_outbox", store.failed_outbox(None, 10)).await;
+    assert_eq!(
+        failed.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![doomed.id],
+        "store kit: {C}: a delivered entry must never become failed"
+    );
+    ok(
+        C,
+        "requeue_outbox",
+        store.requeue_outbox(doomed.id, at(20_000)),
+    )
+    .await;
+    let got = ok(C, "claim_outbox", store.claim_outbox(10, lease, at(20_000))).await;
+    assert_eq!(
+        got.iter()
+            .map(|e| (e.id, e.attempts, e.failed_at, e.history.len()))
+            .collect::<Vec<_>>(),
+        vec![(doomed.id, 3, None, 2)],
+        "store kit: {C}: a requeued entry must be due at once, keeping attempts and history"
+    );
+    for (op, res) in [
+        (
+            "fail_outbox",
+            store.fail_outbox(NotificationId::new(), "x", at(1)).await,
+        ),
+        (
+            "requeue_outbox",
+            store.requeue_outbox(NotificationId::new(), at(1)).await,
+        ),
+    ] {
+        assert_eq!(
+            kind_of(&res),
+            Some(ErrorKind::NotFound),
+            "store kit: {C}: {op} of an unknown entry must be NotFound, got {res:?}"
+        );
+    }
 }
 
 /// Rule: inserting an outbox entry whose id exists is `AlreadyExists`.
