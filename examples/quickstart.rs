@@ -12,11 +12,18 @@
 //!
 //! The store is in memory unless `--db` names a SQLite file (created if missing) or a
 //! PostgreSQL database (migrated on connect); each needs its cargo feature.
+//!
+//! The customer's messages are written into `<out>/nemordp-messages/`: as complete e-mails
+//! (`.eml`, text + HTML + the `.rdp` attachment) with `--features smtp`, as plain text
+//! otherwise. With `--features smtp` and `SMTP_URL` set (plus `SMTP_FROM`) they are sent
+//! through that server instead.
 
 use std::{io::Write as _, path::PathBuf, sync::Arc, time::Duration};
 
+use nemordp::notify::{Delivery, Notification, Notifier};
+
 use nemordp::{
-    Asset, Currency, Money,
+    Asset, Currency, Money, async_trait,
     order::{Customer, OrderState},
     payment::WebhookRequest,
     plan::{OsKind, Plan, PlanCatalog},
@@ -126,6 +133,60 @@ fn bar(percent: u8, message: &str) {
     let _ = std::io::stdout().flush();
 }
 
+/// Delivers through `outlet` (a mail server or a folder), and records what went out so the
+/// demo knows when the "ready" message has been delivered.
+#[derive(Debug)]
+struct Delivered {
+    outlet: Box<dyn Notifier>,
+    record: RecordingNotifier,
+}
+
+#[async_trait]
+impl Notifier for Delivered {
+    fn name(&self) -> &'static str {
+        self.outlet.name()
+    }
+
+    async fn send(&self, notification: &Notification) -> nemordp::Result<Delivery> {
+        let delivery = self.outlet.send(notification).await?;
+        self.record.send(notification).await?;
+        Ok(delivery)
+    }
+}
+
+/// Where the customer's messages go, and a line saying so.
+fn message_outlet(
+    out: &std::path::Path,
+) -> Result<(Box<dyn Notifier>, String), Box<dyn std::error::Error>> {
+    #[cfg(feature = "smtp")]
+    if std::env::var("SMTP_URL").is_ok_and(|u| !u.trim().is_empty()) {
+        let smtp = nemordp::notify::smtp::SmtpNotifier::from_env()?;
+        return Ok((Box::new(smtp), "sent through SMTP_URL".to_owned()));
+    }
+    let dir = out.join("nemordp-messages");
+    std::fs::create_dir_all(&dir)?;
+    #[cfg(feature = "smtp")]
+    {
+        let eml = nemordp::notify::smtp::EmlDirNotifier::new(
+            &dir,
+            "noreply@example.com",
+            nemordp::notify::template::Templates::new(),
+        )?;
+        Ok((
+            Box::new(eml),
+            format!("written as e-mails (no SMTP_URL) to {}", dir.display()),
+        ))
+    }
+    #[cfg(not(feature = "smtp"))]
+    Ok((
+        Box::new(nemordp::sim::notify::FileNotifier::new(&dir)),
+        format!(
+            "written as text (no mail server configured) to {}",
+            dir.display()
+        ),
+    ))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = match args() {
@@ -164,6 +225,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         SecretString::from("whsec_quickstart"),
     );
     let notifier = RecordingNotifier::new();
+    let (outlet, outlet_note) = message_outlet(&args.out)?;
     let catalog = PlanCatalog::from_plans([
         Plan::new(
             "win",
@@ -196,7 +258,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .provider(Arc::new(cloud.clone()))
         .probe(Arc::new(cloud.rdp_probe()))
         .payment(Arc::new(payments.clone()))
-        .notifier(Arc::new(notifier.clone()))
+        .notifier(Arc::new(Delivered {
+            outlet,
+            record: notifier.clone(),
+        }))
         .catalog(catalog)
         .sealer(Sealer::ephemeral())
         .config(config)
@@ -301,5 +366,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(nemordp::notify::NotificationKind::as_str)
         .collect();
     println!("\n  notifications sent: {}", sent.join(", "));
+    println!("  messages  {outlet_note}");
     Ok(())
 }
