@@ -374,6 +374,16 @@ pub struct VerifiedEvent {
     pub kind: VerifiedEventKind,
 }
 
+impl VerifiedEvent {
+    /// An event with its dedupe key (backends outside this crate build events with this).
+    pub fn new(event_key: impl Into<String>, kind: VerifiedEventKind) -> Self {
+        Self {
+            event_key: event_key.into(),
+            kind,
+        }
+    }
+}
+
 /// The meaning of a verified inbound event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -10,3 +10,7 @@
 #![deny(missing_docs)]
 
 pub use nemordp_core::sim::{payments::SimPayments, rates::FixedRates};
+
+#[cfg(feature = "paystack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "paystack")))]
+pub mod paystack;
