@@ -222,12 +222,12 @@ impl PaystackBuilder {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(invalid("timeouts must be greater than zero".into()));
         }
-        if let Some(url) = &self.callback_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(invalid(format!(
-                    "callback url {url:?} must be an http(s) url"
-                )));
-            }
+        if let Some(url) = &self.callback_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(invalid(format!(
+                "callback url {url:?} must be an http(s) url"
+            )));
         }
         if self.source_ips.as_ref().is_some_and(Vec::is_empty) {
             return Err(invalid(

@@ -62,8 +62,8 @@ pub(crate) enum Failure {
 impl Failure {
     fn retryable(&self, retry: Retry) -> bool {
         match (retry, self) {
-            (_, Self::NotSent(_) | Self::Status { status: 429, .. }) => true,
-            (Retry::Safe, Self::Lost(_)) => true,
+            (_, Self::NotSent(_) | Self::Status { status: 429, .. })
+            | (Retry::Safe, Self::Lost(_)) => true,
             (Retry::Safe, Self::Status { status, .. }) => *status >= 500,
             _ => false,
         }

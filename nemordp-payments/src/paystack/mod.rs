@@ -280,15 +280,15 @@ impl Paystack {
         expected: Option<Money>,
     ) -> Result<Assessment> {
         let zero = Money::zero(self.asset);
-        if let Some(e) = expected {
-            if e.asset() != self.asset {
-                return Err(Error::invalid_input(format!(
-                    "payment is due in {}, this verifier takes {}",
-                    e.asset(),
-                    self.asset
-                ))
-                .with_backend(NAME));
-            }
+        if let Some(e) = expected
+            && e.asset() != self.asset
+        {
+            return Err(Error::invalid_input(format!(
+                "payment is due in {}, this verifier takes {}",
+                e.asset(),
+                self.asset
+            ))
+            .with_backend(NAME));
         }
         let nothing = |mismatch| Assessment {
             observation: Observation::new(reference, zero, zero),

@@ -170,13 +170,6 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent> {
         hex::encode(&Sha256::digest(body)[..16])
     });
     let dedupe_key = format!("{}:{id}", env.event);
-    fn typed<T: serde::de::DeserializeOwned>(event: &str, data: Value) -> Result<T> {
-        serde_json::from_value(data).map_err(|e| {
-            Error::invalid_input(format!("{event} data has an unexpected shape: {e}"))
-                .with_backend(super::NAME)
-                .with_operation("parse_webhook")
-        })
-    }
     if !env.data.is_object() && is_known(&env.event) {
         return Err(invalid(format!("{} without a data object", env.event)));
     }
@@ -232,6 +225,14 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent> {
         event: env.event,
         dedupe_key,
         payload,
+    })
+}
+
+fn typed<T: serde::de::DeserializeOwned>(event: &str, data: Value) -> Result<T> {
+    serde_json::from_value(data).map_err(|e| {
+        Error::invalid_input(format!("{event} data has an unexpected shape: {e}"))
+            .with_backend(super::NAME)
+            .with_operation("parse_webhook")
     })
 }
 
