@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256, Sha512};
 
 use nemordp_core::{Error, ErrorKind, Result};
@@ -145,11 +145,36 @@ pub struct ParsedEvent {
     pub payload: PaystackEvent,
 }
 
+/// One pass over the body: the event name and the raw `data` text, parsed again only into the
+/// event's own type (no intermediate `Value` tree).
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
     event: String,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// The identity fields of any object, for the dedupe key.
+#[derive(Deserialize)]
+struct Ids<'a> {
     #[serde(default)]
-    data: Value,
+    id: Option<IdValue>,
+    #[serde(default, borrow)]
+    reference: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    invoice_code: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    subscription_code: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    transaction_reference: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IdValue {
+    Number(serde_json::Number),
+    Text(String),
+    Other(serde::de::IgnoredAny),
 }
 
 /// Parses an authenticated body. Malformed JSON, a missing `event` or a known event whose
@@ -160,54 +185,50 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent> {
             .with_backend(super::NAME)
             .with_operation("parse_webhook")
     };
-    let env: Envelope = serde_json::from_slice(body)
+    let env: Envelope<'_> = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("webhook body is not a paystack event: {e}")))?;
     if env.event.is_empty() || env.event.len() > 100 {
         return Err(invalid("webhook event name is empty or too long".into()));
     }
-    let id = object_id(&env.data).unwrap_or_else(|| {
+    let data = env.data.map_or("null", RawValue::get);
+    let is_object = data.starts_with('{');
+    let id = object_id(data).unwrap_or_else(|| {
         // No id anywhere: the body's hash is stable across redeliveries.
         hex::encode(&Sha256::digest(body)[..16])
     });
     let dedupe_key = format!("{}:{id}", env.event);
-    if !env.data.is_object() && is_known(&env.event) {
+    if !is_object && is_known(&env.event) {
         return Err(invalid(format!("{} without a data object", env.event)));
     }
     let e = env.event.as_str();
     let payload = match e {
         "charge.success" => {
-            let tx: Transaction = typed(e, env.data)?;
+            let tx: Transaction = typed(e, data)?;
             if tx.reference.is_empty() {
                 return Err(invalid("charge.success without a reference".into()));
             }
             PaystackEvent::ChargeSuccess(Box::new(tx))
         }
-        "charge.dispute.create" => {
-            PaystackEvent::Dispute(DisputeStage::Created, typed(e, env.data)?)
-        }
-        "charge.dispute.remind" => {
-            PaystackEvent::Dispute(DisputeStage::Reminded, typed(e, env.data)?)
-        }
-        "charge.dispute.resolve" => {
-            PaystackEvent::Dispute(DisputeStage::Resolved, typed(e, env.data)?)
-        }
-        "refund.pending" => PaystackEvent::Refund(RefundStage::Pending, typed(e, env.data)?),
-        "refund.processing" => PaystackEvent::Refund(RefundStage::Processing, typed(e, env.data)?),
-        "refund.processed" => PaystackEvent::Refund(RefundStage::Processed, typed(e, env.data)?),
-        "refund.failed" => PaystackEvent::Refund(RefundStage::Failed, typed(e, env.data)?),
-        "invoice.create" => PaystackEvent::Invoice(InvoiceStage::Created, typed(e, env.data)?),
-        "invoice.update" => PaystackEvent::Invoice(InvoiceStage::Updated, typed(e, env.data)?),
+        "charge.dispute.create" => PaystackEvent::Dispute(DisputeStage::Created, typed(e, data)?),
+        "charge.dispute.remind" => PaystackEvent::Dispute(DisputeStage::Reminded, typed(e, data)?),
+        "charge.dispute.resolve" => PaystackEvent::Dispute(DisputeStage::Resolved, typed(e, data)?),
+        "refund.pending" => PaystackEvent::Refund(RefundStage::Pending, typed(e, data)?),
+        "refund.processing" => PaystackEvent::Refund(RefundStage::Processing, typed(e, data)?),
+        "refund.processed" => PaystackEvent::Refund(RefundStage::Processed, typed(e, data)?),
+        "refund.failed" => PaystackEvent::Refund(RefundStage::Failed, typed(e, data)?),
+        "invoice.create" => PaystackEvent::Invoice(InvoiceStage::Created, typed(e, data)?),
+        "invoice.update" => PaystackEvent::Invoice(InvoiceStage::Updated, typed(e, data)?),
         "invoice.payment_failed" => {
-            PaystackEvent::Invoice(InvoiceStage::PaymentFailed, typed(e, env.data)?)
+            PaystackEvent::Invoice(InvoiceStage::PaymentFailed, typed(e, data)?)
         }
         "subscription.create" => {
-            PaystackEvent::Subscription(SubscriptionStage::Created, typed(e, env.data)?)
+            PaystackEvent::Subscription(SubscriptionStage::Created, typed(e, data)?)
         }
         "subscription.not_renew" => {
-            PaystackEvent::Subscription(SubscriptionStage::NotRenewing, typed(e, env.data)?)
+            PaystackEvent::Subscription(SubscriptionStage::NotRenewing, typed(e, data)?)
         }
         "subscription.disable" => {
-            PaystackEvent::Subscription(SubscriptionStage::Disabled, typed(e, env.data)?)
+            PaystackEvent::Subscription(SubscriptionStage::Disabled, typed(e, data)?)
         }
         "subscription.expiring_cards" => PaystackEvent::Subscription(
             SubscriptionStage::ExpiringCards,
@@ -228,8 +249,8 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent> {
     })
 }
 
-fn typed<T: serde::de::DeserializeOwned>(event: &str, data: Value) -> Result<T> {
-    serde_json::from_value(data).map_err(|e| {
+fn typed<T: serde::de::DeserializeOwned>(event: &str, data: &str) -> Result<T> {
+    serde_json::from_str(data).map_err(|e| {
         Error::invalid_input(format!("{event} data has an unexpected shape: {e}"))
             .with_backend(super::NAME)
             .with_operation("parse_webhook")
@@ -250,21 +271,21 @@ fn is_known(event: &str) -> bool {
 }
 
 /// The object's own identity: `id`, else `reference`, else an invoice or subscription code.
-fn object_id(data: &Value) -> Option<String> {
-    let text = |v: &Value| match v {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if !s.is_empty() && s.len() <= 200 => Some(s.clone()),
-        _ => None,
+fn object_id(data: &str) -> Option<String> {
+    let ids: Ids<'_> = serde_json::from_str(data).ok()?;
+    let text = |s: Option<std::borrow::Cow<'_, str>>| {
+        s.filter(|s| !s.is_empty() && s.len() <= 200)
+            .map(std::borrow::Cow::into_owned)
     };
-    [
-        "id",
-        "reference",
-        "invoice_code",
-        "subscription_code",
-        "transaction_reference",
-    ]
-    .iter()
-    .find_map(|k| data.get(*k).and_then(text))
+    match ids.id {
+        Some(IdValue::Number(n)) => return Some(n.to_string()),
+        Some(IdValue::Text(s)) if !s.is_empty() && s.len() <= 200 => return Some(s),
+        _ => {}
+    }
+    text(ids.reference)
+        .or_else(|| text(ids.invoice_code))
+        .or_else(|| text(ids.subscription_code))
+        .or_else(|| text(ids.transaction_reference))
 }
 
 #[cfg(test)]
