@@ -34,6 +34,7 @@ use crate::{
     error::{Error, Result},
     ids::OrderId,
     money::Money,
+    store::StoreExt as _,
 };
 
 /// The outcome of an evaluation; ordered from mildest to strictest.
@@ -768,6 +769,116 @@ impl FraudEngine {
             }
         }
         Ok(decision)
+    }
+}
+
+/// `Rejected` when a fraud rule rejected `order` (it must never be paid for or provisioned).
+pub(crate) fn refuse_if_rejected(order: &crate::order::Order) -> Result<()> {
+    match order
+        .fraud
+        .iter()
+        .rev()
+        .find(|d| d.verdict == Verdict::Reject)
+    {
+        Some(d) => Err(Error::new(
+            crate::ErrorKind::Rejected,
+            format!(
+                "order {} was rejected by fraud rules: {}",
+                order.id,
+                d.summary()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+// The Provisioner's two evaluation points, kept here so the pipeline only gains call sites.
+impl crate::provisioner::Provisioner {
+    /// Evaluates a new order; a non-allow decision is stored on it (and emitted).
+    pub(crate) async fn fraud_on_order_placed(
+        &self,
+        order: &mut crate::order::Order,
+    ) -> Result<Option<FraudDecision>> {
+        let Some(engine) = &self.inner.fraud else {
+            return Ok(None);
+        };
+        let mut unpaid = 1_u32;
+        if engine.rules().max_unpaid_orders.is_some() {
+            for kind in [
+                crate::order::OrderStateKind::Created,
+                crate::order::OrderStateKind::AwaitingPayment,
+            ] {
+                let n = self
+                    .inner
+                    .store
+                    .all_orders_in(Some(kind))
+                    .await?
+                    .iter()
+                    .filter(|o| o.customer.id == order.customer.id && o.id != order.id)
+                    .count();
+                unpaid = unpaid.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+            }
+        }
+        let facts = FraudFacts::order_placed(order.id, order.customer.id.clone(), order.created_at)
+            .with_email(order.customer.email.clone())
+            .with_ip(order.customer.ip)
+            .with_unpaid_open_orders(unpaid);
+        let decision = engine.evaluate(facts).await?;
+        if decision.verdict == Verdict::Allow {
+            return Ok(None);
+        }
+        tracing::warn!(order_id = %order.id, verdict = ?decision.verdict, reasons = %decision.summary(), "fraud rules fired at order placement");
+        order.fraud.push(decision.clone());
+        self.emit(
+            order.id,
+            crate::provisioner::Stage::Fraud,
+            0,
+            decision.to_string(),
+        );
+        Ok(Some(decision))
+    }
+
+    /// Evaluates a settling payment against the order it pays for. A non-allow decision is
+    /// stored on `order_next`; a reject also escalates it to needs-attention (the money is in,
+    /// a human refunds it) so that no provisioning job is ever queued.
+    pub(crate) async fn fraud_on_payment_arrived(
+        &self,
+        order_next: &mut crate::order::Order,
+        payment: &crate::payment::Payment,
+    ) -> Result<Option<FraudDecision>> {
+        let Some(engine) = &self.inner.fraud else {
+            return Ok(None);
+        };
+        let facts = FraudFacts::payment_arrived(
+            order_next.id,
+            order_next.customer.id.clone(),
+            PaymentFacts::new(
+                payment.reference.clone(),
+                payment.terms.due,
+                payment.confirmed,
+            ),
+            payment.updated_at,
+        )
+        .with_email(order_next.customer.email.clone())
+        .with_ip(order_next.customer.ip);
+        let decision = engine.evaluate(facts).await?;
+        if decision.verdict == Verdict::Allow {
+            return Ok(None);
+        }
+        tracing::warn!(order_id = %order_next.id, verdict = ?decision.verdict, reasons = %decision.summary(), "fraud rules fired at payment arrival");
+        order_next.fraud.push(decision.clone());
+        if decision.verdict == Verdict::Reject && !order_next.state.is_terminal() {
+            *order_next = order_next.transition(
+                &crate::order::OrderEvent::Escalate {
+                    reason: crate::order::AttentionReason::new(
+                        crate::order::AttentionCode::Other,
+                        format!("payment rejected by fraud rules: {}", decision.summary()),
+                    ),
+                },
+                payment.updated_at,
+            )?;
+        }
+        Ok(Some(decision))
     }
 }
 
