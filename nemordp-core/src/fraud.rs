@@ -634,12 +634,15 @@ impl FraudHistory for MemoryFraudHistory {
         since: Timestamp,
         exclude: OrderId,
     ) -> Result<u32> {
-        let state = self.lock()?;
-        let n = state.events.get(&(key, value.to_owned())).map_or(0, |log| {
-            log.iter()
-                .filter(|(at, o, s)| *at >= since && *o != exclude && *s == stage)
-                .count()
-        });
+        let history = self.lock()?;
+        let n = history
+            .events
+            .get(&(key, value.to_owned()))
+            .map_or(0, |log| {
+                log.iter()
+                    .filter(|(at, o, s)| *at >= since && *o != exclude && *s == stage)
+                    .count()
+            });
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -651,8 +654,8 @@ impl FraudHistory for MemoryFraudHistory {
         order: OrderId,
         at: Timestamp,
     ) -> Result<()> {
-        let mut state = self.lock()?;
-        let log = state.events.entry((key, value.to_owned())).or_default();
+        let mut history = self.lock()?;
+        let log = history.events.entry((key, value.to_owned())).or_default();
         let horizon = at.saturating_sub(self.retention);
         log.retain(|(t, _, _)| *t >= horizon);
         if !log.iter().any(|(_, o, s)| *o == order && *s == stage) {
@@ -1115,10 +1118,14 @@ mod tests {
             Verdict::Reject,
         );
         let engine = FraudEngine::new(rules);
-        let o = OrderId::new();
+        let once = OrderId::new();
         for _ in 0..3 {
             assert_eq!(
-                engine.evaluate(placed(o, "c", t(0))).await.unwrap().verdict,
+                engine
+                    .evaluate(placed(once, "c", t(0)))
+                    .await
+                    .unwrap()
+                    .verdict,
                 Verdict::Allow
             );
         }

@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("verify_signature", |b| {
         b.iter(|| {
-            verify_signature(KEY, black_box(&body), black_box(signature.as_bytes())).unwrap()
+            verify_signature(KEY, black_box(&body), black_box(signature.as_bytes())).unwrap();
         });
     });
     g.bench_function("parse_event", |b| {
