@@ -46,7 +46,7 @@ pub use money::{Asset, Currency, Money, Rate, Rounding};
 pub use notify::Notifier;
 pub use payment::PaymentVerifier;
 pub use rates::RateSource;
-pub use store::{Store, StoreExt};
+pub use store::{Record, RecordWrite, Store, StoreExt};
 
 // Re-exported so hosts and backend crates use the same versions.
 pub use async_trait::async_trait;

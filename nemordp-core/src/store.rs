@@ -410,6 +410,93 @@ pub enum PaymentWrite {
     Update(Payment),
 }
 
+/// A host- or backend-defined record: a small JSON document in a named collection, versioned
+/// for compare-and-set. Payment backends keep their own state here (subscriptions, watcher
+/// cursors, fraud history) so it commits atomically with the order change it belongs to.
+///
+/// Secrets must be sealed ([`crate::seal`]) before they go into `data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Collection name, e.g. `"paystack.subscription"`.
+    pub collection: String,
+    /// Key, unique within the collection.
+    pub key: String,
+    /// 1 after insert, +1 per update.
+    pub version: u64,
+    /// JSON text.
+    pub data: String,
+    /// Last write.
+    pub updated_at: Timestamp,
+}
+
+impl Record {
+    /// Decodes `data`; a malformed document is `Unexpected` and names the record.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.data).map_err(|e| {
+            crate::Error::new(
+                ErrorKind::Unexpected,
+                format!(
+                    "record {}/{} does not decode: {e}",
+                    self.collection, self.key
+                ),
+            )
+        })
+    }
+}
+
+/// One record write inside a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordWrite {
+    /// Collection name.
+    pub collection: String,
+    /// Key.
+    pub key: String,
+    /// JSON text.
+    pub data: String,
+    /// `None`: insert (the batch fails with `Conflict` if the key exists). `Some(v)`: update
+    /// (the batch fails with `Conflict` unless the stored version is `v`).
+    pub expected_version: Option<u64>,
+}
+
+impl RecordWrite {
+    fn encode<T: Serialize>(collection: &str, key: &str, value: &T) -> Result<String> {
+        if collection.is_empty() || key.is_empty() {
+            return Err(crate::Error::invalid_input(
+                "record collection and key must not be empty",
+            ));
+        }
+        serde_json::to_string(value).map_err(|e| {
+            crate::Error::invalid_input(format!("record {collection}/{key} does not encode: {e}"))
+        })
+    }
+
+    /// An insert of `value` under `(collection, key)`.
+    pub fn insert<T: Serialize>(collection: &str, key: &str, value: &T) -> Result<Self> {
+        Ok(Self {
+            data: Self::encode(collection, key, value)?,
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            expected_version: None,
+        })
+    }
+
+    /// An update of `(collection, key)` from `expected_version` to `expected_version + 1`.
+    pub fn update<T: Serialize>(
+        collection: &str,
+        key: &str,
+        value: &T,
+        expected_version: u64,
+    ) -> Result<Self> {
+        Ok(Self {
+            data: Self::encode(collection, key, value)?,
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            expected_version: Some(expected_version),
+        })
+    }
+}
+
 /// A set of writes applied atomically by [`Store::commit`].
 ///
 /// Order of checks: fence, inbound-event dedupe, then all compare-and-sets; any failure leaves
@@ -435,6 +522,8 @@ pub struct Batch {
     pub jobs: Vec<Job>,
     /// Finishes the fenced job (requires `fence`).
     pub finish_job: Option<JobOutcome>,
+    /// Record inserts and compare-and-set updates.
+    pub records: Vec<RecordWrite>,
 }
 
 impl Batch {
@@ -520,6 +609,13 @@ impl Batch {
         self
     }
 
+    /// Inserts or updates a record (see [`RecordWrite`]).
+    #[must_use]
+    pub fn put_record(mut self, write: RecordWrite) -> Self {
+        self.records.push(write);
+        self
+    }
+
     /// True when the batch writes nothing.
     pub fn is_empty(&self) -> bool {
         self.inbound_event.is_none()
@@ -530,6 +626,7 @@ impl Batch {
             && self.outbox.is_empty()
             && self.jobs.is_empty()
             && self.finish_job.is_none()
+            && self.records.is_empty()
     }
 }
 
@@ -637,6 +734,24 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// All jobs of an order, oldest first.
     async fn jobs_for_order(&self, order_id: OrderId) -> Result<Vec<Job>>;
+
+    /// One record.
+    async fn get_record(&self, collection: &str, key: &str) -> Result<Option<Record>>;
+
+    /// Records of `collection` whose key starts with `key_prefix` and sorts after `after_key`,
+    /// in key order, at most `limit` (0 means 100).
+    async fn list_records(
+        &self,
+        collection: &str,
+        key_prefix: &str,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Record>>;
+
+    /// Reserves the next index of `scope` (e.g. an address-derivation branch) for `claimant`,
+    /// atomically: the same claimant always gets its index back; distinct claimants get
+    /// distinct indexes 0, 1, 2, … with no gaps, even across processes.
+    async fn reserve_index(&self, scope: &str, claimant: &str, now: Timestamp) -> Result<u64>;
 }
 
 /// Conveniences on every [`Store`].

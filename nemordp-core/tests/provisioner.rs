@@ -1007,6 +1007,32 @@ impl Store for HostTerminatesMidStep {
     ) -> nemordp_core::Result<Vec<nemordp_core::store::Job>> {
         self.inner.jobs_for_order(id).await
     }
+    async fn get_record(
+        &self,
+        collection: &str,
+        key: &str,
+    ) -> nemordp_core::Result<Option<nemordp_core::Record>> {
+        self.inner.get_record(collection, key).await
+    }
+    async fn list_records(
+        &self,
+        collection: &str,
+        key_prefix: &str,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> nemordp_core::Result<Vec<nemordp_core::Record>> {
+        self.inner
+            .list_records(collection, key_prefix, after_key, limit)
+            .await
+    }
+    async fn reserve_index(
+        &self,
+        scope: &str,
+        claimant: &str,
+        now: Timestamp,
+    ) -> nemordp_core::Result<u64> {
+        self.inner.reserve_index(scope, claimant, now).await
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -12,7 +12,7 @@ use nemordp_core::{
     sim::store::MemoryStore,
     store::{
         Batch, ClaimRequest, ClaimedJob, CommitOutcome, InstanceRecord, Job, JobKind, JobOutcome,
-        JobState, Lease, OrderQuery, OrderWrite, OutboxEntry, SealedCredentials,
+        JobState, Lease, OrderQuery, OrderWrite, OutboxEntry, Record, SealedCredentials,
     },
     testkit::store as kit,
 };
@@ -119,6 +119,8 @@ enum Flaw {
     ForgetsClaims,
     /// Overwrites orders whatever their version (last writer wins, no compare-and-set).
     LastWriterWins,
+    /// Hands every reservation a fresh index, so a re-opened payment gets a new address.
+    ForgetsReservations,
 }
 
 #[derive(Debug)]
@@ -163,7 +165,7 @@ impl Store for Broken {
                     }
                 }
             }
-            Flaw::ForgetsClaims => {}
+            Flaw::ForgetsClaims | Flaw::ForgetsReservations => {}
         }
         self.inner.commit(batch, now).await
     }
@@ -255,6 +257,45 @@ impl Store for Broken {
     async fn jobs_for_order(&self, order_id: OrderId) -> Result<Vec<Job>> {
         self.inner.jobs_for_order(order_id).await
     }
+
+    async fn get_record(&self, collection: &str, key: &str) -> Result<Option<Record>> {
+        self.inner.get_record(collection, key).await
+    }
+
+    async fn list_records(
+        &self,
+        collection: &str,
+        key_prefix: &str,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Record>> {
+        self.inner
+            .list_records(collection, key_prefix, after_key, limit)
+            .await
+    }
+
+    async fn reserve_index(&self, scope: &str, claimant: &str, now: Timestamp) -> Result<u64> {
+        match self.flaw {
+            Flaw::ForgetsReservations => {
+                let unique = format!("{claimant}#{}", fresh_suffix());
+                self.inner.reserve_index(scope, &unique, now).await
+            }
+            _ => self.inner.reserve_index(scope, claimant, now).await,
+        }
+    }
+}
+
+/// A claimant suffix that never repeats.
+fn fresh_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[tokio::test]
+#[should_panic(expected = "the first claimant gets 0, and 0 again when it asks twice")]
+async fn kit_catches_a_store_that_forgets_index_reservations() {
+    kit::reserve_index_is_stable_and_unique(&Broken::new(Flaw::ForgetsReservations)).await;
 }
 
 #[tokio::test]

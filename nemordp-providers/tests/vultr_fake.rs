@@ -1083,8 +1083,16 @@ impl nemordp_core::rdp::probe::RdpProbe for AlwaysRdp {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_provisioner_delivers_a_vultr_machine_with_the_create_password() {
+/// What one provisioning run on the fake produced.
+struct Delivered {
+    details: nemordp_core::notify::ConnectionDetails,
+    vultr_password: String,
+    create_body: Value,
+}
+
+/// Provisions one Windows machine through the real Provisioner on the fake, with `vultr`
+/// configured by `configure`.
+async fn provision_one(configure: impl FnOnce(VultrBuilder) -> VultrBuilder) -> Delivered {
     use nemordp_core::{
         Asset, Currency, Money,
         order::{Customer, OrderState},
@@ -1117,7 +1125,7 @@ async fn the_provisioner_delivers_a_vultr_machine_with_the_create_password() {
     .unwrap();
     let provisioner = Provisioner::builder()
         .store(Arc::new(MemoryStore::new()))
-        .provider(Arc::new(provider(&server)))
+        .provider(Arc::new(configure(builder(&server)).build().unwrap()))
         .probe(Arc::new(AlwaysRdp))
         .payment(Arc::new(payments.clone()))
         .notifier(Arc::new(RecordingNotifier::new()))
@@ -1149,26 +1157,52 @@ async fn the_provisioner_delivers_a_vultr_machine_with_the_create_password() {
         (i, p)
     });
     assert_eq!(instance.label, order.instance_label());
-    // With `user_data` the provisioner sets a password of its own in the first-boot script and
-    // delivers that one; Vultr's `default_password` is only the fallback.
     let requests = server.received_requests().await.unwrap();
     let create = requests
         .iter()
         .find(|r| r.method.as_str() == "POST" && r.url.path() == "/v2/instances")
         .unwrap();
-    let body: Value = serde_json::from_slice(&create.body).unwrap();
-    let script = base64::engine::general_purpose::STANDARD
-        .decode(body["user_data"].as_str().expect("a first-boot script"))
-        .unwrap();
-    let script = String::from_utf8(script).unwrap();
-    assert!(!details.password.expose_secret().is_empty());
-    assert_ne!(details.password.expose_secret(), password);
-    assert!(
-        script.contains(details.password.expose_secret()),
-        "the delivered password is the one the script sets"
-    );
+    let create_body: Value = serde_json::from_slice(&create.body).unwrap();
     assert!(details.host.starts_with("203.0.113."), "{}", details.host);
     check_against_spec(&server).await;
+    Delivered {
+        details,
+        vultr_password: password,
+        create_body,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provisioner_delivers_the_vultr_create_password_by_default() {
+    // Vultr does not document that Windows images run user-data, so by default nothing relies
+    // on it: the customer gets the `default_password` from the create response.
+    let got = provision_one(|b| b).await;
+    assert!(
+        got.create_body.get("user_data").is_none(),
+        "no first-boot script is sent by default: {}",
+        got.create_body
+    );
+    assert_eq!(got.details.password.expose_secret(), got.vultr_password);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_user_data_the_provisioner_delivers_its_own_password() {
+    let got = provision_one(|b| b.with_user_data(true)).await;
+    let script = base64::engine::general_purpose::STANDARD
+        .decode(
+            got.create_body["user_data"]
+                .as_str()
+                .expect("a first-boot script"),
+        )
+        .unwrap();
+    let script = String::from_utf8(script).unwrap();
+    let ours = got.details.password.expose_secret();
+    assert!(!ours.is_empty());
+    assert_ne!(ours, got.vultr_password);
+    assert!(
+        script.contains(ours),
+        "the delivered password is the one the script sets"
+    );
 }
 
 // ----- the same kit against the real Vultr, only on request (it buys machines) -----

@@ -15,11 +15,18 @@ type This = PostgresStore;
 const NAME: &str = "postgres";
 
 /// The embedded, forward-only migrations.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial",
-    sql: include_str!("../migrations/postgres/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial",
+        sql: include_str!("../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "records and index reservations",
+        sql: include_str!("../migrations/postgres/0002_records.sql"),
+    },
+];
 
 /// Serialises concurrent migrators of one schema.
 const MIGRATION_LOCK_SQL: &str =

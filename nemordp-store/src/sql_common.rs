@@ -11,7 +11,8 @@ use nemordp_core::{
     payment::Payment,
     store::{
         Batch, ClaimRequest, ClaimedJob, CommitOutcome, InstanceRecord, Job, JobOutcome, JobState,
-        Lease, LeaseInfo, OrderQuery, OrderWrite, OutboxEntry, PaymentWrite, SealedCredentials,
+        Lease, LeaseInfo, OrderQuery, OrderWrite, OutboxEntry, PaymentWrite, Record, RecordWrite,
+        SealedCredentials,
     },
 };
 use sqlx::{Row as _, pool::Pool};
@@ -25,6 +26,7 @@ type Tx = sqlx::Transaction<'static, Db>;
 
 const JOB_COLUMNS: &str = "id, kind, order_id, unique_key, state, run_at, attempt, lease_owner, \
      lease_epoch, lease_until, last_error, note, created_at, updated_at";
+const RECORD_COLUMNS: &str = "collection, record_key, version, data, updated_at";
 const OUTBOX_COLUMNS: &str =
     "id, order_id, kind, created_at, attempts, next_attempt_at, delivered_at, last_error";
 
@@ -95,6 +97,24 @@ fn decode_outbox(row: &DbRow, op: &'static str) -> Result<OutboxEntry> {
     entry.delivered_at = get::<Option<i64>>(row, op, T, "delivered_at")?.map(ts);
     entry.last_error = get(row, op, T, "last_error")?;
     Ok(entry)
+}
+
+fn decode_record(row: &DbRow, op: &'static str) -> Result<Record> {
+    const T: &str = "records";
+    Ok(Record {
+        collection: get(row, op, T, "collection")?,
+        key: get(row, op, T, "record_key")?,
+        version: to_u64(
+            NAME,
+            op,
+            T,
+            &get::<String>(row, op, T, "record_key")?,
+            "version",
+            get(row, op, T, "version")?,
+        )?,
+        data: get(row, op, T, "data")?,
+        updated_at: ts(get(row, op, T, "updated_at")?),
+    })
 }
 
 fn decode_job(row: &DbRow, op: &'static str) -> Result<Job> {
@@ -338,6 +358,10 @@ impl This {
         for job in &batch.jobs {
             Self::insert_job(tx, job).await?;
         }
+        // (f') Records: inserts must be new, updates must match the version, in sequence.
+        for write in &batch.records {
+            Self::write_record(tx, write, now).await?;
+        }
         // (g) Finish the fenced job.
         if let (Some(lease), Some(outcome)) = (&batch.fence, &batch.finish_job) {
             let (state, run_at, error) = match outcome {
@@ -371,6 +395,46 @@ impl This {
             .map_err(dbe)?;
         }
         Ok(true)
+    }
+
+    async fn write_record(tx: &mut Tx, write: &RecordWrite, now: Timestamp) -> Result<()> {
+        const OP: &str = "commit";
+        let written = match write.expected_version {
+            None => sqlx::query(
+                "INSERT INTO records (collection, record_key, version, data, updated_at) \
+                 VALUES ($1, $2, 1, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(&write.collection)
+            .bind(&write.key)
+            .bind(&write.data)
+            .bind(ms(now)),
+            Some(expected) => sqlx::query(
+                "UPDATE records SET version = version + 1, data = $3, updated_at = $4 \
+                 WHERE collection = $1 AND record_key = $2 AND version = $5",
+            )
+            .bind(&write.collection)
+            .bind(&write.key)
+            .bind(&write.data)
+            .bind(ms(now))
+            .bind(to_i64(NAME, OP, expected)?),
+        }
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?
+        .rows_affected();
+        if written == 0 {
+            let why = match write.expected_version {
+                None => "already exists".to_owned(),
+                Some(v) => format!("is missing or not at version {v}"),
+            };
+            return Err(err(
+                NAME,
+                ErrorKind::Conflict,
+                OP,
+                format!("record {}/{} {why}", write.collection, write.key),
+            ));
+        }
+        Ok(())
     }
 
     async fn write_order(tx: &mut Tx, write: &OrderWrite) -> Result<()> {
@@ -985,5 +1049,114 @@ impl Store for This {
         .iter()
         .map(|row| decode_job(row, OP))
         .collect()
+    }
+
+    async fn get_record(&self, collection: &str, key: &str) -> Result<Option<Record>> {
+        const OP: &str = "get_record";
+        sqlx::query(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE collection = $1 AND record_key = $2"
+        ))
+        .bind(collection)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?
+        .map(|row| decode_record(&row, OP))
+        .transpose()
+    }
+
+    async fn list_records(
+        &self,
+        collection: &str,
+        key_prefix: &str,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Record>> {
+        const OP: &str = "list_records";
+        // Keys with the prefix sort at or after it, so `record_key >= prefix` bounds the index
+        // scan and the substring test ends it.
+        let from = match after_key {
+            Some(after) if after > key_prefix => after,
+            _ => key_prefix,
+        };
+        sqlx::query(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE collection = $1 AND record_key >= $2 \
+             AND substr(record_key, 1, length($3)) = $3 AND ($4 IS NULL OR record_key > $4) \
+             ORDER BY record_key LIMIT $5"
+        ))
+        .bind(collection)
+        .bind(from)
+        .bind(key_prefix)
+        .bind(after_key)
+        .bind(page_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_err(NAME, OP, e))?
+        .iter()
+        .map(|row| decode_record(row, OP))
+        .collect()
+    }
+
+    async fn reserve_index(&self, scope: &str, claimant: &str, now: Timestamp) -> Result<u64> {
+        const OP: &str = "reserve_index";
+        let dbe = |e| db_err(NAME, OP, e);
+        if scope.is_empty() || claimant.is_empty() {
+            return Err(err(
+                NAME,
+                ErrorKind::InvalidInput,
+                OP,
+                "scope and claimant must not be empty",
+            ));
+        }
+        let mut tx = begin_write(&self.pool, OP).await?;
+        sqlx::query("INSERT INTO index_counters (scope, next_idx) VALUES ($1, 0) ON CONFLICT DO NOTHING")
+            .bind(scope)
+            .execute(&mut *tx)
+            .await
+            .map_err(dbe)?;
+        // The no-op update row-locks the scope's counter until commit, so reservations of one
+        // scope run one at a time across processes (SQLite's write transaction already does).
+        let next: i64 = sqlx::query(
+            "UPDATE index_counters SET next_idx = next_idx WHERE scope = $1 RETURNING next_idx",
+        )
+        .bind(scope)
+        .fetch_one(&mut *tx)
+        .await
+        .and_then(|row| row.try_get::<i64, _>(0))
+        .map_err(dbe)?;
+        let existing: Option<i64> = sqlx::query(
+            "SELECT idx FROM index_reservations WHERE scope = $1 AND claimant = $2",
+        )
+        .bind(scope)
+        .bind(claimant)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(dbe)?
+        .map(|row| row.try_get::<i64, _>(0))
+        .transpose()
+        .map_err(dbe)?;
+        if let Some(idx) = existing {
+            tx.commit().await.map_err(dbe)?;
+            return to_u64(NAME, OP, "index_reservations", scope, "idx", idx);
+        }
+        sqlx::query(
+            "INSERT INTO index_reservations (scope, claimant, idx, reserved_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(scope)
+        .bind(claimant)
+        .bind(next)
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe)?;
+        sqlx::query("UPDATE index_counters SET next_idx = $2 WHERE scope = $1")
+            .bind(scope)
+            .bind(next + 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(dbe)?;
+        tx.commit().await.map_err(dbe)?;
+        to_u64(NAME, OP, "index_counters", scope, "next_idx", next)
     }
 }

@@ -15,11 +15,18 @@ type This = SqliteStore;
 const NAME: &str = "sqlite";
 
 /// The embedded, forward-only migrations.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial",
-    sql: include_str!("../migrations/sqlite/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial",
+        sql: include_str!("../migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "records and index reservations",
+        sql: include_str!("../migrations/sqlite/0002_records.sql"),
+    },
+];
 
 /// SQLite serialises writers itself (`BEGIN IMMEDIATE`); nothing to lock.
 const MIGRATION_LOCK_SQL: &str = "";

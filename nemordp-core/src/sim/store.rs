@@ -21,8 +21,8 @@ use crate::{
     payment::Payment,
     store::{
         Batch, ClaimRequest, ClaimedJob, CommitOutcome, InstanceRecord, Job, JobOutcome, JobState,
-        Lease, LeaseInfo, OrderQuery, OrderWrite, OutboxEntry, PaymentWrite, SealedCredentials,
-        Store,
+        Lease, LeaseInfo, OrderQuery, OrderWrite, OutboxEntry, PaymentWrite, Record,
+        SealedCredentials, Store,
     },
 };
 
@@ -54,6 +54,10 @@ struct State {
     /// `unique_key` → job id, for every job that ever had one (any state).
     job_keys: HashMap<String, JobId>,
     inbound: HashSet<(String, String)>,
+    /// `(collection, key)` → record.
+    records: BTreeMap<(String, String), Record>,
+    /// `scope` → claimant → index; the next index of a scope is its map's length.
+    reservations: HashMap<String, HashMap<String, u64>>,
 }
 
 /// An in-memory [`Store`]: atomic batches, compare-and-set versions, leased jobs with epoch
@@ -96,6 +100,7 @@ impl fmt::Debug for MemoryStore {
             .field("outbox", &st.outbox.len())
             .field("jobs", &st.jobs.len())
             .field("inbound_events", &st.inbound.len())
+            .field("records", &st.records.len())
             .finish()
     }
 }
@@ -130,6 +135,7 @@ struct Staged {
     payments: Vec<Payment>,
     jobs: Vec<Job>,
     finish: Option<(JobId, JobOutcome)>,
+    records: Vec<Record>,
 }
 
 impl State {
@@ -169,6 +175,7 @@ impl State {
         let mut staged = Staged {
             orders: self.stage_orders(batch)?,
             payments: self.stage_payments(batch)?,
+            records: self.stage_records(batch)?,
             ..Staged::default()
         };
         // (d) Instances and credentials are plain upserts: nothing to check.
@@ -340,6 +347,50 @@ impl State {
         }
     }
 
+    /// Checks record inserts (new keys) and updates (matching versions), in batch order.
+    fn stage_records(&self, batch: &Batch) -> Result<Vec<Record>> {
+        const OP: &str = "commit";
+        let mut staged: BTreeMap<(String, String), Record> = BTreeMap::new();
+        for write in &batch.records {
+            let key = (write.collection.clone(), write.key.clone());
+            let current = staged.get(&key).or_else(|| self.records.get(&key));
+            let version = match (write.expected_version, current) {
+                (None, None) => 1,
+                (Some(expected), Some(cur)) if cur.version == expected => expected + 1,
+                (None, Some(_)) => {
+                    return Err(err(
+                        ErrorKind::Conflict,
+                        OP,
+                        format!("record {}/{} already exists", write.collection, write.key),
+                    ));
+                }
+                (Some(expected), cur) => {
+                    return Err(err(
+                        ErrorKind::Conflict,
+                        OP,
+                        format!(
+                            "record {}/{} is at version {}, not {expected}",
+                            write.collection,
+                            write.key,
+                            cur.map_or_else(|| "none".to_owned(), |c| c.version.to_string()),
+                        ),
+                    ));
+                }
+            };
+            staged.insert(
+                key,
+                Record {
+                    collection: write.collection.clone(),
+                    key: write.key.clone(),
+                    version,
+                    data: write.data.clone(),
+                    updated_at: Timestamp::from_unix_millis(0),
+                },
+            );
+        }
+        Ok(staged.into_values().collect())
+    }
+
     /// Writes a batch that [`State::stage`] accepted. Infallible.
     fn apply(&mut self, batch: Batch, staged: Staged, now: Timestamp) {
         if let Some(key) = batch.inbound_event {
@@ -371,6 +422,11 @@ impl State {
         }
         for entry in batch.outbox {
             self.outbox.insert(entry.id, entry);
+        }
+        for mut record in staged.records {
+            record.updated_at = now;
+            self.records
+                .insert((record.collection.clone(), record.key.clone()), record);
         }
         for job in staged.jobs {
             if let Some(key) = &job.unique_key {
@@ -658,6 +714,51 @@ impl Store for MemoryStore {
             .collect();
         out.sort_by_key(|j| (j.created_at, j.id));
         Ok(out)
+    }
+
+    async fn get_record(&self, collection: &str, key: &str) -> Result<Option<Record>> {
+        let st = self.lock();
+        Ok(st
+            .records
+            .get(&(collection.to_owned(), key.to_owned()))
+            .cloned())
+    }
+
+    async fn list_records(
+        &self,
+        collection: &str,
+        key_prefix: &str,
+        after_key: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Record>> {
+        let st = self.lock();
+        // Keys with the prefix are contiguous and sort at or after the prefix itself.
+        let from = match after_key {
+            Some(after) if after > key_prefix => after,
+            _ => key_prefix,
+        };
+        Ok(st
+            .records
+            .range((collection.to_owned(), from.to_owned())..)
+            .take_while(|((c, k), _)| c == collection && k.starts_with(key_prefix))
+            .filter(|((_, k), _)| after_key.is_none_or(|after| k.as_str() > after))
+            .take(page_limit(limit))
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn reserve_index(&self, scope: &str, claimant: &str, _now: Timestamp) -> Result<u64> {
+        if scope.is_empty() || claimant.is_empty() {
+            return Err(err(
+                ErrorKind::InvalidInput,
+                "reserve_index",
+                "scope and claimant must not be empty",
+            ));
+        }
+        let mut st = self.lock();
+        let claims = st.reservations.entry(scope.to_owned()).or_default();
+        let next = claims.len() as u64;
+        Ok(*claims.entry(claimant.to_owned()).or_insert(next))
     }
 }
 

@@ -35,7 +35,7 @@ use crate::{
     payment::{InvoiceState, InvoiceTerms, Payment},
     store::{
         Batch, ClaimRequest, ClaimedJob, CommitOutcome, InstanceRecord, Job, JobKind, JobOutcome,
-        JobState, Lease, OrderQuery, OutboxEntry, SealedCredentials, Store,
+        JobState, Lease, OrderQuery, OutboxEntry, RecordWrite, SealedCredentials, Store,
     },
 };
 
@@ -67,6 +67,10 @@ where
     finish_requires_fence(&*fresh().await).await;
     finish_done_retry_failed(&*fresh().await).await;
     retried_job_waits_for_run_at(&*fresh().await).await;
+    records_insert_update_and_conflict(&*fresh().await).await;
+    records_list_by_prefix_and_page(&*fresh().await).await;
+    record_writes_are_atomic_with_the_batch(&*fresh().await).await;
+    reserve_index_is_stable_and_unique(&*fresh().await).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1625,5 +1629,206 @@ pub async fn retried_job_waits_for_run_at(store: &dyn Store) {
     assert!(
         again.lease.epoch > first.lease.epoch,
         "store kit: {C}: re-claiming a retried job must bump the epoch"
+    );
+}
+
+/// Rule: a record insert stores version 1 and refuses an existing key; an update needs the
+/// stored version and bumps it; a refused write changes nothing.
+pub async fn records_insert_update_and_conflict(store: &dyn Store) {
+    const C: &str = "records_insert_update_and_conflict";
+    let write = |v: u32, expected: Option<u64>| {
+        match expected {
+            None => RecordWrite::insert("kit.records", "a", &v),
+            Some(e) => RecordWrite::update("kit.records", "a", &v, e),
+        }
+        .unwrap_or_else(|e| panic!("store kit: {C}: building a record write failed: {e}"))
+    };
+    ok(
+        C,
+        "insert",
+        store.commit(Batch::new().put_record(write(1, None)), at(0)),
+    )
+    .await;
+    let got = ok(C, "get_record", store.get_record("kit.records", "a"))
+        .await
+        .unwrap_or_else(|| panic!("store kit: {C}: an inserted record must be readable"));
+    assert_eq!(
+        (got.version, got.decode::<u32>().ok(), got.updated_at),
+        (1, Some(1), at(0)),
+        "store kit: {C}: an insert stores version 1, the data and the commit time"
+    );
+    let again = store
+        .commit(Batch::new().put_record(write(2, None)), at(1))
+        .await;
+    assert_eq!(
+        kind_of(&again),
+        Some(ErrorKind::Conflict),
+        "store kit: {C}: inserting an existing record key must be a Conflict"
+    );
+    ok(
+        C,
+        "update",
+        store.commit(Batch::new().put_record(write(3, Some(1))), at(2)),
+    )
+    .await;
+    let stale = store
+        .commit(Batch::new().put_record(write(4, Some(1))), at(3))
+        .await;
+    assert_eq!(
+        kind_of(&stale),
+        Some(ErrorKind::Conflict),
+        "store kit: {C}: an update from a stale version must be a Conflict"
+    );
+    let missing = store
+        .commit(
+            Batch::new().put_record(
+                RecordWrite::update("kit.records", "nope", &0u32, 1)
+                    .unwrap_or_else(|e| panic!("store kit: {C}: {e}")),
+            ),
+            at(3),
+        )
+        .await;
+    assert_eq!(
+        kind_of(&missing),
+        Some(ErrorKind::Conflict),
+        "store kit: {C}: updating a missing record must be a Conflict"
+    );
+    let got = ok(C, "get_record", store.get_record("kit.records", "a"))
+        .await
+        .unwrap_or_else(|| panic!("store kit: {C}: the record vanished"));
+    assert_eq!(
+        (got.version, got.decode::<u32>().ok()),
+        (2, Some(3)),
+        "store kit: {C}: after one good update the record is at version 2 with its data"
+    );
+    assert!(
+        ok(C, "get_record", store.get_record("kit.other", "a"))
+            .await
+            .is_none(),
+        "store kit: {C}: collections are separate namespaces"
+    );
+}
+
+/// Rule: `list_records` returns only keys with the prefix, in key order, after `after_key`,
+/// at most `limit`.
+pub async fn records_list_by_prefix_and_page(store: &dyn Store) {
+    const C: &str = "records_list_by_prefix_and_page";
+    let mut batch = Batch::new();
+    for key in ["b:2", "a:1", "b:1", "b:3", "c:1", "b"] {
+        batch = batch.put_record(
+            RecordWrite::insert("kit.list", key, &key)
+                .unwrap_or_else(|e| panic!("store kit: {C}: {e}")),
+        );
+    }
+    batch = batch.put_record(
+        RecordWrite::insert("kit.elsewhere", "b:0", &0).unwrap_or_else(|e| panic!("{e}")),
+    );
+    ok(C, "insert", store.commit(batch, at(0))).await;
+    let keys =
+        |records: Vec<crate::store::Record>| records.into_iter().map(|r| r.key).collect::<Vec<_>>();
+    let all = ok(C, "list", store.list_records("kit.list", "b:", None, 0)).await;
+    assert_eq!(
+        keys(all),
+        ["b:1", "b:2", "b:3"],
+        "store kit: {C}: prefix `b:` must list exactly its keys in order"
+    );
+    let page = ok(C, "list", store.list_records("kit.list", "b:", None, 2)).await;
+    assert_eq!(keys(page), ["b:1", "b:2"], "store kit: {C}: limit 2");
+    let next = ok(
+        C,
+        "list",
+        store.list_records("kit.list", "b:", Some("b:2"), 2),
+    )
+    .await;
+    assert_eq!(keys(next), ["b:3"], "store kit: {C}: keyset page after b:2");
+    let everything = ok(C, "list", store.list_records("kit.list", "", None, 0)).await;
+    assert_eq!(
+        keys(everything),
+        ["a:1", "b", "b:1", "b:2", "b:3", "c:1"],
+        "store kit: {C}: an empty prefix lists the whole collection, and only it"
+    );
+}
+
+/// Rule: record writes are part of the batch: a batch that fails on another write leaves its
+/// records unwritten, and a failed record write leaves the rest of the batch unwritten.
+pub async fn record_writes_are_atomic_with_the_batch(store: &dyn Store) {
+    const C: &str = "record_writes_are_atomic_with_the_batch";
+    let o = seed_order(store, C, at(0)).await;
+    let duplicate_order = store
+        .commit(
+            Batch::new()
+                .put_record(
+                    RecordWrite::insert("kit.atomic", "x", &1).unwrap_or_else(|e| panic!("{e}")),
+                )
+                .insert_order(o.clone()),
+            at(1),
+        )
+        .await;
+    assert!(
+        duplicate_order.is_err(),
+        "store kit: {C}: inserting an existing order must fail"
+    );
+    assert!(
+        ok(C, "get_record", store.get_record("kit.atomic", "x"))
+            .await
+            .is_none(),
+        "store kit: {C}: a failed batch must not write its records"
+    );
+    let stale_record = store
+        .commit(
+            Batch::new().insert_order(order(at(2))).put_record(
+                RecordWrite::update("kit.atomic", "x", &1, 7).unwrap_or_else(|e| panic!("{e}")),
+            ),
+            at(2),
+        )
+        .await;
+    assert_eq!(
+        kind_of(&stale_record),
+        Some(ErrorKind::Conflict),
+        "store kit: {C}: a stale record update must fail the batch"
+    );
+    let orders = ok(C, "list_orders", store.list_orders(&OrderQuery::default())).await;
+    assert_eq!(
+        orders.len(),
+        1,
+        "store kit: {C}: a batch whose record write failed must not insert its order"
+    );
+}
+
+/// Rule: `reserve_index` gives a claimant the same index every time, distinct claimants
+/// distinct gap-free indexes per scope, also when claims race.
+pub async fn reserve_index_is_stable_and_unique(store: &dyn Store) {
+    const C: &str = "reserve_index_is_stable_and_unique";
+    let first = ok(C, "reserve", store.reserve_index("kit/0", "p-1", at(0))).await;
+    let again = ok(C, "reserve", store.reserve_index("kit/0", "p-1", at(1))).await;
+    assert_eq!(
+        (first, again),
+        (0, 0),
+        "store kit: {C}: the first claimant gets 0, and 0 again when it asks twice"
+    );
+    let other_scope = ok(C, "reserve", store.reserve_index("kit/1", "p-1", at(1))).await;
+    assert_eq!(other_scope, 0, "store kit: {C}: scopes count independently");
+    let claimants: Vec<String> = (2..=9).map(|i| format!("p-{i}")).collect();
+    let raced = futures::future::join_all(
+        claimants
+            .iter()
+            .map(|c| store.reserve_index("kit/0", c, at(2))),
+    )
+    .await;
+    let mut got: Vec<u64> = raced
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("store kit: {C}: reserve_index failed: {e}")))
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (1..=8).collect::<Vec<u64>>(),
+        "store kit: {C}: 8 racing claimants must get the distinct indexes 1..=8"
+    );
+    let empty = store.reserve_index("kit/0", "", at(3)).await;
+    assert_eq!(
+        kind_of(&empty),
+        Some(ErrorKind::InvalidInput),
+        "store kit: {C}: an empty claimant is invalid input"
     );
 }

@@ -42,6 +42,7 @@ pub struct VultrBuilder {
     delete_backoff: Duration,
     firewall: bool,
     firewall_description: String,
+    user_data: bool,
 }
 
 impl Default for VultrBuilder {
@@ -68,6 +69,7 @@ impl VultrBuilder {
             delete_backoff: Duration::from_secs(5),
             firewall: true,
             firewall_description: "nemordp-rdp".to_owned(),
+            user_data: false,
         }
     }
 
@@ -161,6 +163,22 @@ impl VultrBuilder {
         self
     }
 
+    /// Whether the Provisioner may rely on first-boot user-data (default off).
+    ///
+    /// Off: the provider reports no user-data support, so the Provisioner delivers the
+    /// password Vultr generates (`default_password`, only in the create response; sealed and
+    /// stored at once). Vultr does not document that its Windows images run user-data, and a
+    /// password set by a script that never runs would lock the customer out.
+    ///
+    /// On: for images you have verified run user-data (e.g. a snapshot with cloudbase-init),
+    /// the Provisioner sets a random password of its own in a first-boot PowerShell script and
+    /// delivers that one; it then also survives a lost create response.
+    #[must_use]
+    pub fn with_user_data(mut self, enabled: bool) -> Self {
+        self.user_data = enabled;
+        self
+    }
+
     /// Checks the configuration and builds the provider.
     pub fn build(self) -> Result<Vultr> {
         let invalid = |m: String| Error::invalid_config(m).with_backend(NAME);
@@ -216,6 +234,7 @@ impl VultrBuilder {
             self.firewall.then_some(self.firewall_description),
             self.delete_attempts,
             self.delete_backoff,
+            self.user_data,
         ))
     }
 }

@@ -12,6 +12,9 @@
 //!   ever shows `default_password`, which is returned in [`Instance::admin_password`]. A
 //!   timeout or 5xx is `Ambiguous` (look the label up); a 429 is `RateLimited` (not
 //!   processed). The label is stored as `label` and as a tag.
+//! - Password: by default the provider declares no user-data support, so the Provisioner
+//!   delivers `default_password` (Vultr does not document that Windows images run user-data);
+//!   [`VultrBuilder::with_user_data`] opts in for images known to run it.
 //! - Status: `Running` only when `status` is `active`, `power_status` `running` and
 //!   `server_status` `ok`; a `main_ip` of `0.0.0.0` is no address yet.
 //! - Delete: 404 is success; the 500 "locked" / "not currently active" that follows a fresh
@@ -82,6 +85,8 @@ pub struct Vultr {
     firewall: Option<String>,
     delete_attempts: u32,
     delete_backoff: Duration,
+    /// Whether to declare user-data support (see `VultrBuilder::with_user_data`).
+    user_data: bool,
     catalog: Mutex<Catalog>,
     /// Serialises firewall create-or-reuse so concurrent creates make one group.
     firewall_lock: tokio::sync::Mutex<()>,
@@ -98,10 +103,12 @@ impl Vultr {
         firewall: Option<String>,
         delete_attempts: u32,
         delete_backoff: Duration,
+        user_data: bool,
     ) -> Self {
         Self {
             client,
             firewall,
+            user_data,
             delete_attempts,
             delete_backoff,
             catalog: Mutex::default(),
@@ -361,7 +368,7 @@ impl CloudProvider for Vultr {
             .with_password_from_us(false)
             .with_removal(Removal::Delete)
             .with_firewall(true)
-            .with_user_data(true)
+            .with_user_data(self.user_data)
             .with_max_page_size(MAX_PER_PAGE)
             .with_requests_per_second(10)
     }
