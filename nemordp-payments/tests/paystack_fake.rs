@@ -56,6 +56,10 @@ struct State {
     txs: HashMap<String, FakeTx>,
     next_id: u64,
     script: VecDeque<Scripted>,
+    customers: HashMap<String, String>,
+    plans: Vec<Value>,
+    /// Subscription code → (body it was created with, email token, enabled).
+    subs: HashMap<String, (Value, String, bool)>,
 }
 
 #[derive(Clone, Default)]
@@ -190,6 +194,75 @@ impl Respond for Fake {
                         "Transaction reference not found",
                         "transaction_not_found",
                     ),
+                }
+            }
+            ("POST", "/customer") => {
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+                let Some(email) = body["email"].as_str() else {
+                    return error(400, "Email is required", "validation_error");
+                };
+                st.next_id += 1;
+                let n = st.next_id;
+                // A known e-mail gives back the same customer.
+                let code = st
+                    .customers
+                    .entry(email.to_owned())
+                    .or_insert_with(|| format!("CUS_fake{n}"))
+                    .clone();
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "status": true, "message": "Customer created",
+                    "data": {"email": email, "customer_code": code, "id": n, "integration": 1,
+                             "domain": "test", "identified": false}
+                }))
+            }
+            ("POST", "/plan") => {
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+                if !["daily", "weekly", "monthly", "biannually", "annually"]
+                    .contains(&body["interval"].as_str().unwrap_or(""))
+                {
+                    return error(400, "Invalid interval", "validation_error");
+                }
+                let code = format!("PLN_fake{}", st.plans.len() + 1);
+                let mut plan = body.clone();
+                plan["plan_code"] = json!(code);
+                st.plans.push(plan.clone());
+                ResponseTemplate::new(201)
+                    .set_body_json(json!({"status": true, "message": "Plan created", "data": plan}))
+            }
+            ("POST", "/subscription") => {
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+                let known_plan = st.plans.iter().any(|p| p["plan_code"] == body["plan"]);
+                let known_auth = st.txs.values().any(|t| {
+                    Some(format!("AUTH_{}", t.id).as_str()) == body["authorization"].as_str()
+                });
+                if !known_plan || !known_auth {
+                    return error(
+                        400,
+                        "This customer has no saved authorizations",
+                        "validation_error",
+                    );
+                }
+                let n = st.subs.len() + 1;
+                let (code, token) = (format!("SUB_fake{n}"), format!("tok_secret_{n}"));
+                st.subs
+                    .insert(code.clone(), (body.clone(), token.clone(), true));
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "status": true, "message": "Subscription successfully created",
+                    "data": {"subscription_code": code, "email_token": token, "status": "active",
+                             "customer": 1, "plan": 2, "amount": 100, "id": n}
+                }))
+            }
+            ("POST", "/subscription/disable" | "/subscription/enable") => {
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+                let enable = path.ends_with("enable");
+                match st.subs.get_mut(body["code"].as_str().unwrap_or("")) {
+                    Some((_, token, on)) if body["token"].as_str() == Some(token.as_str()) => {
+                        *on = enable;
+                        ResponseTemplate::new(200).set_body_json(
+                            json!({"status": true, "message": "Subscription updated"}),
+                        )
+                    }
+                    _ => error(404, "Subscription not found", "not_found"),
                 }
             }
             _ => error(404, "Route not found", "not_found"),
@@ -1174,5 +1247,297 @@ mod provisioner {
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unauthenticated);
         check_requests_against_spec(&server).await;
+    }
+}
+
+// ----- subscriptions -----
+
+mod subscriptions {
+    use std::sync::Arc;
+
+    use nemordp_core::{
+        ManualClock,
+        order::{Customer, OrderState},
+        plan::PlanCatalog,
+        provisioner::Provisioner,
+        seal::Sealer,
+        sim::{cloud::SimCloud, notify::RecordingNotifier, store::MemoryStore},
+        store::{JobKind, Store as _},
+    };
+    use nemordp_payments::paystack::{
+        PaystackSubscriptions, SubscriptionOutcome, SubscriptionState,
+    };
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    struct World {
+        server: MockServer,
+        fake: Fake,
+        paystack: Arc<Paystack>,
+        prov: Provisioner,
+        clock: Arc<ManualClock>,
+        store: MemoryStore,
+        subs: PaystackSubscriptions,
+    }
+
+    async fn world() -> World {
+        let (server, fake) = start().await;
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_767_225_600)));
+        let cloud = SimCloud::builder()
+            .seed(5)
+            .boot_time(
+                nemordp_core::plan::OsKind::WindowsServer,
+                Duration::ZERO,
+                Duration::ZERO,
+            )
+            .install_delay(Duration::ZERO)
+            .rdp_delay(Duration::ZERO)
+            .clock(clock.clone())
+            .build();
+        let plans = PlanCatalog::from_toml_str(
+            r#"
+            [[plan]]
+            id = "win-2c-4g"
+            name = "Windows Server 2022"
+            provider = "sim"
+            os = "windows_server"
+            region = "sim-1"
+            size = "small"
+            price = "45000.00 NGN"
+            period = "monthly"
+        "#,
+        )
+        .unwrap();
+        let paystack = Arc::new(builder(&server).build().unwrap());
+        let store = MemoryStore::new();
+        let prov = Provisioner::builder()
+            .store(Arc::new(store.clone()))
+            .provider(Arc::new(cloud.clone()))
+            .probe(Arc::new(cloud.rdp_probe()))
+            .payment(paystack.clone())
+            .notifier(Arc::new(RecordingNotifier::new()))
+            .catalog(plans)
+            .sealer(Sealer::new("k1", [3; 32]).unwrap())
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let subs = PaystackSubscriptions::new(
+            paystack.clone(),
+            prov.clone(),
+            Arc::new(Sealer::new("k1", [3; 32]).unwrap()),
+        )
+        .with_grace(3 * DAY, 10 * DAY);
+        World {
+            server,
+            fake,
+            paystack,
+            prov,
+            clock,
+            store,
+            subs,
+        }
+    }
+
+    async fn run_jobs(w: &World) {
+        for _ in 0..200 {
+            w.prov.run_jobs_once().await.unwrap();
+            w.clock.advance(Duration::from_secs(30));
+        }
+    }
+
+    fn invoice(event: &str, sub: &str, reference: Option<&str>) -> (http::HeaderMap, Vec<u8>) {
+        let mut data = json!({"invoice_code": format!("INV_{event}_{}", reference.unwrap_or("x")),
+                              "paid": reference.is_some(), "status": if reference.is_some() { "success" } else { "failed" },
+                              "subscription": {"subscription_code": sub, "status": "active"}});
+        if let Some(r) = reference {
+            data["transaction"] = json!({"reference": r, "status": "success", "amount": 4_500_000, "currency": "NGN"});
+        }
+        signed(&json!({"event": event, "data": data}))
+    }
+
+    #[tokio::test]
+    async fn subscribe_renew_lapse_suspend_terminate() {
+        let w = world().await;
+        let order = w
+            .prov
+            .place_order(
+                &"win-2c-4g".into(),
+                Customer::new("c1").with_email("ada@example.com"),
+            )
+            .await
+            .unwrap();
+        let payment = w.prov.open_payment(order.id, "paystack").await.unwrap();
+        w.fake.set(&payment.reference, "success", 4_500_000, None);
+        let (h, body) = w.fake.webhook("charge.success", &payment.reference);
+        w.prov
+            .handle_webhook(
+                "paystack",
+                WebhookRequest {
+                    headers: &h,
+                    body: &body,
+                },
+            )
+            .await
+            .unwrap();
+        run_jobs(&w).await;
+        assert_eq!(
+            w.prov.order(order.id).await.unwrap().state,
+            OrderState::Active
+        );
+
+        // Subscribe with the verified charge's reusable authorization.
+        let payment = w.store.get_payment(payment.id).await.unwrap().unwrap();
+        let charge = w.paystack.verify_payment(&payment).await.unwrap();
+        let rec = w.subs.subscribe(order.id, &charge).await.unwrap();
+        assert_eq!(rec.state, SubscriptionState::Active);
+        let auth = format!("AUTH_{}", w.fake.tx(&payment.reference).id);
+        // Sealed at rest: neither secret appears in the stored record or its Debug.
+        let stored = w
+            .store
+            .get_record("paystack.subscription", &order.id.to_string())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !stored.data.contains(&auth) && !stored.data.contains("tok_secret"),
+            "{}",
+            stored.data
+        );
+        assert!(!format!("{rec:?}").contains(&auth));
+        assert_eq!(
+            w.subs
+                .authorization_code(order.id)
+                .await
+                .unwrap()
+                .expose_secret(),
+            auth
+        );
+        // The plan was created once with the catalog terms; reused afterwards.
+        let plan = w.prov.catalog().get(&"win-2c-4g".into()).unwrap().clone();
+        assert_eq!(w.subs.ensure_plan(&plan).await.unwrap(), rec.plan_code);
+        {
+            let st = w.fake.0.lock().unwrap();
+            assert_eq!(st.plans.len(), 1);
+            assert_eq!(
+                (
+                    st.plans[0]["amount"].clone(),
+                    st.plans[0]["interval"].clone()
+                ),
+                (json!(4_500_000), json!("monthly"))
+            );
+            assert_eq!(
+                st.subs[&rec.subscription_code].0["authorization"],
+                json!(auth)
+            );
+        }
+
+        // Renewal: verified, extends the period; a replay is a no-op.
+        let renewal_ref = "renewal-1";
+        {
+            let mut tx = w.fake.tx(&payment.reference);
+            tx.reference = renewal_ref.into();
+            tx.id += 100;
+            w.fake.0.lock().unwrap().txs.insert(renewal_ref.into(), tx);
+        }
+        let delivery = invoice("invoice.update", &rec.subscription_code, Some(renewal_ref));
+        let out = w
+            .subs
+            .handle_webhook(WebhookRequest {
+                headers: &delivery.0,
+                body: &delivery.1,
+            })
+            .await
+            .unwrap();
+        let SubscriptionOutcome::Renewed(_, until) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(until, rec.paid_until.saturating_add(30 * DAY));
+        let again = w
+            .subs
+            .handle_webhook(WebhookRequest {
+                headers: &delivery.0,
+                body: &delivery.1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(again, SubscriptionOutcome::Duplicate);
+        // A "renewal" whose charge does not verify for the plan price is refused.
+        w.fake.set(renewal_ref, "success", 100, None);
+        let cheap = invoice("invoice.update", &rec.subscription_code, Some(renewal_ref));
+        let mut cheap_body: Value = serde_json::from_slice(&cheap.1).unwrap();
+        cheap_body["data"]["invoice_code"] = json!("INV_other");
+        let cheap = signed(&cheap_body);
+        assert_eq!(
+            w.subs
+                .handle_webhook(WebhookRequest {
+                    headers: &cheap.0,
+                    body: &cheap.1
+                })
+                .await
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Rejected
+        );
+        // Tampered: refused.
+        let mut forged = delivery.1.clone();
+        forged[5] ^= 1;
+        assert_eq!(
+            w.subs
+                .handle_webhook(WebhookRequest {
+                    headers: &delivery.0,
+                    body: &forged
+                })
+                .await
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Unauthenticated
+        );
+
+        // Renewal fails: grace, then suspension, then termination, via lifecycle jobs.
+        let failed = invoice("invoice.payment_failed", &rec.subscription_code, None);
+        assert_eq!(
+            w.subs
+                .handle_webhook(WebhookRequest {
+                    headers: &failed.0,
+                    body: &failed.1
+                })
+                .await
+                .unwrap(),
+            SubscriptionOutcome::Lapsing(order.id)
+        );
+        assert_eq!(
+            w.subs.enforce().await.unwrap(),
+            0,
+            "within the grace period"
+        );
+        w.clock.advance(3 * DAY);
+        assert_eq!(w.subs.enforce().await.unwrap(), 1);
+        let jobs = w.store.jobs_for_order(order.id).await.unwrap();
+        assert!(jobs.iter().any(|j| j.kind == JobKind::Suspend), "{jobs:?}");
+        run_jobs(&w).await;
+        assert_eq!(
+            w.prov.order(order.id).await.unwrap().state,
+            OrderState::Suspended
+        );
+        assert_eq!(
+            w.subs.get(order.id).await.unwrap().unwrap().state,
+            SubscriptionState::Suspended
+        );
+        assert_eq!(w.subs.enforce().await.unwrap(), 0);
+        w.clock.advance(10 * DAY);
+        assert_eq!(w.subs.enforce().await.unwrap(), 1);
+        run_jobs(&w).await;
+        assert_eq!(
+            w.prov.order(order.id).await.unwrap().state,
+            OrderState::Terminated
+        );
+
+        // Disable on Paystack with the unsealed e-mail token.
+        w.subs.set_enabled(order.id, false).await.unwrap();
+        assert!(!w.fake.0.lock().unwrap().subs[&rec.subscription_code].2);
+        check_requests_against_spec(&w.server).await;
     }
 }

@@ -325,6 +325,35 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `POST path` whose answer carries no `data` (`{status: true, message}`): success is the
+    /// 2xx with `status: true` that `send` already checked.
+    pub(crate) async fn post_ok<B: Serialize>(
+        &self,
+        operation: &'static str,
+        path: &str,
+        body: &B,
+        retry: Retry,
+    ) -> Result<()> {
+        let body = serde_json::to_value(body).map_err(|e| {
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("could not encode the request: {e}"),
+            )
+            .with_backend(NAME)
+            .with_operation(operation)
+        })?;
+        let bytes = self
+            .send(operation, Method::POST, path, &[], Some(&body), retry)
+            .await?;
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) if b.status == Some(true) => Ok(()),
+            _ => Err(Failure::Decode("no `status: true` in the answer".into())
+                .into_error(operation, retry == Retry::IfNotProcessed)),
+        }
+    }
+}
+
 /// Decodes `{status: true, message, data: T}`.
 pub(crate) fn decode_data<T: DeserializeOwned>(
     operation: &'static str,

@@ -29,6 +29,7 @@
 mod builder;
 mod client;
 pub mod model;
+pub mod subscription;
 pub mod webhook;
 
 use std::{
@@ -53,6 +54,9 @@ use nemordp_core::{
 pub use builder::{DEFAULT_BASE_URL, PaystackBuilder, SUPPORTED_CURRENCIES};
 use client::{Client, Retry};
 pub use model::{Authorization, CustomerRef, Transaction};
+pub use subscription::{
+    PaystackSubscriptions, SubscriptionOutcome, SubscriptionRecord, SubscriptionState,
+};
 pub use webhook::{PAYSTACK_SOURCE_IPS, PaystackEvent, SIGNATURE_HEADER};
 
 /// Backend name in errors, metrics and registries.
