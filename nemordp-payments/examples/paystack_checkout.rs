@@ -16,7 +16,7 @@
 //! `GET /paid?reference=…` (callback page; verifies server-side, a visit proves nothing),
 //! `POST /webhooks/paystack` (raw body + headers to the Provisioner), `GET /orders/{id}`.
 
-use std::{sync::Arc, time::Duration};
+use std::{fmt::Write as _, sync::Arc, time::Duration};
 
 use axum::{
     Form, Json, Router,
@@ -98,17 +98,14 @@ fn fail(e: &nemordp_core::Error) -> Response {
 }
 
 async fn index(State(app): State<App>) -> Html<String> {
-    let options: String = app
-        .provisioner
-        .catalog()
-        .iter()
-        .map(|p| {
-            format!(
-                "<option value=\"{}\">{} — {}</option>",
-                p.id, p.name, p.price
-            )
-        })
-        .collect();
+    let mut options = String::new();
+    for p in app.provisioner.catalog().iter() {
+        let _ = write!(
+            options,
+            "<option value=\"{}\">{} — {}</option>",
+            p.id, p.name, p.price
+        );
+    }
     Html(format!(
         "<h1>Order a machine</h1><form method=post action=/orders>\
          <select name=plan>{options}</select> <input name=email type=email required \
