@@ -1129,6 +1129,13 @@ mod provisioner {
     use super::*;
 
     pub(super) fn build(paystack: Paystack) -> Provisioner {
+        build_with(paystack, None)
+    }
+
+    pub(super) fn build_with(
+        paystack: Paystack,
+        fraud: Option<nemordp_core::fraud::FraudEngine>,
+    ) -> Provisioner {
         let cloud = SimCloud::builder().seed(7).build();
         let plans = PlanCatalog::from_toml_str(
             r#"
@@ -1144,16 +1151,69 @@ mod provisioner {
         "#,
         )
         .unwrap();
-        Provisioner::builder()
+        let mut b = Provisioner::builder()
             .store(Arc::new(MemoryStore::new()))
             .provider(Arc::new(cloud.clone()))
             .probe(Arc::new(cloud.rdp_probe()))
             .payment(Arc::new(paystack))
             .notifier(Arc::new(RecordingNotifier::new()))
             .catalog(plans)
-            .sealer(Sealer::ephemeral())
+            .sealer(Sealer::ephemeral());
+        if let Some(engine) = fraud {
+            b = b.fraud(engine);
+        }
+        b.build().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_card_fingerprint_from_verify_feeds_card_velocity() {
+        use nemordp_core::fraud::{
+            FraudEngine, FraudRule, FraudRules, FraudStage, VelocityKey, Verdict,
+        };
+        let (server, fake) = start().await;
+        let engine = FraudEngine::new(FraudRules::default().with_velocity(
+            VelocityKey::Card,
+            FraudStage::PaymentArrived,
+            1,
+            Duration::from_secs(3600),
+            Verdict::Reject,
+        ));
+        let paystack = builder(&server)
+            .with_fraud_engine(engine.clone())
             .build()
-            .unwrap()
+            .unwrap();
+        let prov = build_with(paystack, Some(engine));
+        let mut orders = Vec::new();
+        // Same e-mail length → the fake gives the same card signature.
+        for (customer, email) in [("c1", "ada@example.com"), ("c2", "bob@example.com")] {
+            let order = prov
+                .place_order(
+                    &"win-2c-4g".into(),
+                    Customer::new(customer).with_email(email),
+                )
+                .await
+                .unwrap();
+            let payment = prov.open_payment(order.id, "paystack").await.unwrap();
+            fake.set(&payment.reference, "success", 4_500_000, None);
+            let (h, body) = fake.webhook("charge.success", &payment.reference);
+            prov.handle_webhook(
+                "paystack",
+                WebhookRequest {
+                    headers: &h,
+                    body: &body,
+                },
+            )
+            .await
+            .unwrap();
+            orders.push(prov.order(order.id).await.unwrap());
+        }
+        assert_eq!(orders[0].state, OrderState::Paid);
+        assert!(orders[1].fraud_rejected(), "{:?}", orders[1]);
+        assert!(matches!(orders[1].state, OrderState::NeedsAttention { .. }));
+        assert_eq!(
+            orders[1].fraud[0].reasons[0].rule,
+            FraudRule::Velocity(VelocityKey::Card)
+        );
     }
 
     #[tokio::test]

@@ -53,6 +53,7 @@ pub struct PaystackBuilder {
     max_retry_wait: Duration,
     source_ips: Option<Vec<IpAddr>>,
     source_ip_header: String,
+    fraud: Option<nemordp_core::fraud::FraudEngine>,
 }
 
 impl Default for PaystackBuilder {
@@ -80,6 +81,7 @@ impl PaystackBuilder {
             max_retry_wait: Duration::from_secs(30),
             source_ips: None,
             source_ip_header: "x-forwarded-for".to_owned(),
+            fraud: None,
         }
     }
 
@@ -181,6 +183,15 @@ impl PaystackBuilder {
         self
     }
 
+    /// Hands what verify calls learn about the payer (card fingerprint =
+    /// `authorization.signature`, IP address, e-mail) to the fraud engine the Provisioner
+    /// uses, for card and IP velocity at payment arrival.
+    #[must_use]
+    pub fn with_fraud_engine(mut self, engine: nemordp_core::fraud::FraudEngine) -> Self {
+        self.fraud = Some(engine);
+        self
+    }
+
     /// Checks the configuration and builds the verifier.
     pub fn build(self) -> Result<Paystack> {
         let invalid = |m: String| Error::invalid_config(m).with_backend(NAME);
@@ -256,6 +267,7 @@ impl PaystackBuilder {
             self.callback_url,
             self.channels,
             self.source_ips.map(|ips| (ips, self.source_ip_header)),
+            self.fraud,
         ))
     }
 }

@@ -146,6 +146,7 @@ pub struct Paystack {
     source_ips: Option<(Vec<IpAddr>, String)>,
     opened: Mutex<HashMap<PaymentId, (Money, OpenedPayment)>>,
     mismatches: Arc<Mutex<VecDeque<PaymentMismatch>>>,
+    fraud: Option<nemordp_core::fraud::FraudEngine>,
 }
 
 impl fmt::Debug for Paystack {
@@ -179,6 +180,7 @@ impl Paystack {
         callback_url: Option<String>,
         channels: Vec<String>,
         source_ips: Option<(Vec<IpAddr>, String)>,
+        fraud: Option<nemordp_core::fraud::FraudEngine>,
     ) -> Self {
         let currency = asset.fiat().unwrap_or(Currency::Ngn);
         Self {
@@ -190,6 +192,7 @@ impl Paystack {
             source_ips,
             opened: Mutex::new(HashMap::new()),
             mismatches: Arc::new(Mutex::new(VecDeque::new())),
+            fraud,
         }
     }
 
@@ -212,6 +215,20 @@ impl Paystack {
             .client
             .get("verify", &format!("/transaction/verify/{reference}"), &[])
             .await?;
+        // Card fingerprint, payer IP and e-mail feed the fraud rules at payment arrival.
+        if let Some(engine) = &self.fraud
+            && tx.reference == reference
+            && tx.status == "success"
+        {
+            engine.note_signals(
+                reference,
+                nemordp_core::fraud::PaymentSignals::new(
+                    tx.authorization.as_ref().and_then(|a| a.signature.clone()),
+                    tx.ip_address.as_deref().and_then(|ip| ip.parse().ok()),
+                    tx.customer.as_ref().and_then(|c| c.email.clone()),
+                ),
+            );
+        }
         Ok(tx)
     }
 
