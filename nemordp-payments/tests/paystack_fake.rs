@@ -1524,6 +1524,50 @@ mod subscriptions {
             .await
             .unwrap();
         assert_eq!(again, SubscriptionOutcome::Duplicate);
+        // The charge.success for the same renewal (naming customer and plan) is the same renewal.
+        let mut charge_event: Value =
+            serde_json::from_slice(&w.fake.webhook("charge.success", renewal_ref).1).unwrap();
+        charge_event["data"]["plan"] = json!({"plan_code": rec.plan_code, "interval": "monthly"});
+        charge_event["data"]["customer"]["customer_code"] = json!(rec.customer_code);
+        let charge_delivery = signed(&charge_event);
+        assert_eq!(
+            w.subs
+                .handle_webhook(WebhookRequest {
+                    headers: &charge_delivery.0,
+                    body: &charge_delivery.1
+                })
+                .await
+                .unwrap(),
+            SubscriptionOutcome::Duplicate
+        );
+        assert_eq!(
+            w.subs.get(order.id).await.unwrap().unwrap().paid_until,
+            until
+        );
+        // A second renewal arriving only as charge.success extends again.
+        {
+            let mut tx = w.fake.tx(renewal_ref);
+            tx.reference = "renewal-2".into();
+            tx.id += 1;
+            w.fake.0.lock().unwrap().txs.insert("renewal-2".into(), tx);
+        }
+        let mut second: Value =
+            serde_json::from_slice(&w.fake.webhook("charge.success", "renewal-2").1).unwrap();
+        second["data"]["plan"] = json!(rec.plan_code);
+        second["data"]["customer"]["customer_code"] = json!(rec.customer_code);
+        let second = signed(&second);
+        let out = w
+            .subs
+            .handle_webhook(WebhookRequest {
+                headers: &second.0,
+                body: &second.1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            SubscriptionOutcome::Renewed(order.id, until.saturating_add(30 * DAY))
+        );
         // A "renewal" whose charge does not verify for the plan price is refused.
         w.fake.set(renewal_ref, "success", 100, None);
         let cheap = invoice("invoice.update", &rec.subscription_code, Some(renewal_ref));

@@ -74,6 +74,9 @@ pub mod metadata_keys {
     pub const CURRENCY: &str = "nemordp_currency";
 }
 
+/// How many opened payments are remembered for idempotent re-opens in this process.
+const OPENED_CACHE_CAP: usize = 10_000;
+
 /// How many mismatches are kept in memory for review.
 const MISMATCH_LOG_CAP: usize = 1000;
 
@@ -534,6 +537,10 @@ impl PaymentVerifier for Paystack {
         }
         let opened = OpenedPayment::new(reference).with_checkout_url(init.authorization_url);
         if let Ok(mut m) = self.opened.lock() {
+            // Bounded: forgetting only turns a repeated open into Paystack's AlreadyExists.
+            if m.len() >= OPENED_CACHE_CAP {
+                m.clear();
+            }
             m.insert(req.payment_id, (req.amount, opened.clone()));
         }
         Ok(opened)

@@ -81,9 +81,22 @@ pub struct Transaction {
     /// The paying customer.
     #[serde(default)]
     pub customer: Option<CustomerRef>,
+    /// The plan, for subscription charges (a `PLN_…` code or a plan object).
+    #[serde(default)]
+    pub plan: Option<Value>,
 }
 
 impl Transaction {
+    /// The plan code of a subscription charge.
+    pub fn plan_code(&self) -> Option<&str> {
+        match self.plan.as_ref()? {
+            Value::String(s) => Some(s.as_str()),
+            Value::Object(o) => o.get("plan_code")?.as_str(),
+            _ => None,
+        }
+        .filter(|c| c.starts_with("PLN_"))
+    }
+
     /// A string field of the metadata.
     pub fn metadata_str(&self, key: &str) -> Option<&str> {
         self.metadata.as_ref()?.get(key)?.as_str()

@@ -39,6 +39,7 @@ const PLANS: &str = "paystack.plan";
 const SUBSCRIPTIONS: &str = "paystack.subscription";
 const CODES: &str = "paystack.subscription_code";
 const EVENTS: &str = "paystack.subscription_event";
+const BY_CUSTOMER_PLAN: &str = "paystack.subscription_by_customer_plan";
 const AUTH_FIELD: &str = "paystack.authorization_code";
 const TOKEN_FIELD: &str = "paystack.email_token";
 
@@ -341,7 +342,12 @@ impl PaystackSubscriptions {
                         &order_id.to_string(),
                         &record,
                     )?)
-                    .put_record(RecordWrite::insert(CODES, &code, &order_id)?),
+                    .put_record(RecordWrite::insert(CODES, &code, &order_id)?)
+                    .put_record(RecordWrite::insert(
+                        BY_CUSTOMER_PLAN,
+                        &format!("{}:{}", record.customer_code, record.plan_code),
+                        &code,
+                    )?),
                 now,
             )
             .await?;
@@ -418,6 +424,24 @@ impl PaystackSubscriptions {
         let parsed = webhook::parse_event(request.body)?;
         let now = self.provisioner.now();
         let (code, renewal) = match &parsed.payload {
+            // A renewal charge names the customer and the plan, not the subscription.
+            PaystackEvent::ChargeSuccess(tx) => {
+                let (Some(plan), Some(customer)) = (
+                    tx.plan_code(),
+                    tx.customer
+                        .as_ref()
+                        .and_then(|c| c.customer_code.as_deref()),
+                ) else {
+                    return Ok(SubscriptionOutcome::Ignored);
+                };
+                let code = self
+                    .store()
+                    .get_record(BY_CUSTOMER_PLAN, &format!("{customer}:{plan}"))
+                    .await?
+                    .map(|r| r.decode::<String>())
+                    .transpose()?;
+                (code, Some(tx.reference.clone()))
+            }
             PaystackEvent::Invoice(InvoiceStage::Updated, inv) if inv.paid == Some(true) => (
                 inv.subscription
                     .as_ref()
@@ -453,7 +477,7 @@ impl PaystackSubscriptions {
         };
         let order = self.provisioner.order(order_id).await?;
         let plan = self.plan(&order)?;
-        let outcome = if let Some(reference) = renewal {
+        let outcome = if let Some(reference) = &renewal {
             // Money moved: believe the verify call, not the body.
             let tx = self.paystack.verify(&reference).await?;
             let paid = tx
@@ -496,8 +520,13 @@ impl PaystackSubscriptions {
             }
             SubscriptionOutcome::Lapsing(order_id)
         };
+        // `charge.success` and `invoice.update` both report one renewal: dedupe on its charge.
+        let dedupe = match &renewal {
+            Some(reference) => format!("renewal:{reference}"),
+            None => parsed.dedupe_key.clone(),
+        };
         let batch = Batch::new()
-            .put_record(RecordWrite::insert(EVENTS, &parsed.dedupe_key, &now)?)
+            .put_record(RecordWrite::insert(EVENTS, &dedupe, &now)?)
             .put_record(RecordWrite::update(
                 SUBSCRIPTIONS,
                 &order_id.to_string(),
@@ -507,12 +536,7 @@ impl PaystackSubscriptions {
         match self.store().commit(batch, now).await {
             Ok(_) => Ok(outcome),
             Err(e) if e.kind() == ErrorKind::Conflict => {
-                if self
-                    .store()
-                    .get_record(EVENTS, &parsed.dedupe_key)
-                    .await?
-                    .is_some()
-                {
+                if self.store().get_record(EVENTS, &dedupe).await?.is_some() {
                     Ok(SubscriptionOutcome::Duplicate)
                 } else {
                     Err(e)
