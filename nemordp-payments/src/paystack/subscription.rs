@@ -479,7 +479,7 @@ impl PaystackSubscriptions {
         let plan = self.plan(&order)?;
         let outcome = if let Some(reference) = &renewal {
             // Money moved: believe the verify call, not the body.
-            let tx = self.paystack.verify(&reference).await?;
+            let tx = self.paystack.verify(reference).await?;
             let paid = tx
                 .amount
                 .filter(|_| tx.status == "success" && tx.currency == self.paystack.currency.code())
