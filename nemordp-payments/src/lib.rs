@@ -5,8 +5,8 @@
 //! [`nemordp_core::PaymentVerifier`] or [`nemordp_core::RateSource`]. Without features this
 //! crate only re-exports the simulated backends.
 //!
-//! The feature names are reserved today: the clients land with their issues, and no
-//! placeholder type pretends to work before then.
+//! `paystack` is implemented (module `paystack`); `btc`, `eth` and `usdt` are reserved names: their
+//! clients land with their issues, and no placeholder type pretends to work before then.
 #![deny(missing_docs)]
 
 pub use nemordp_core::sim::{payments::SimPayments, rates::FixedRates};
