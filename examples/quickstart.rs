@@ -6,7 +6,12 @@
 //! cargo run --example quickstart                    # password masked
 //! cargo run --example quickstart -- --show-password
 //! cargo run --example quickstart -- --plan ubuntu --out /tmp
+//! cargo run --example quickstart --features sqlite -- --db sqlite://nemordp.db
+//! cargo run --example quickstart --features postgres -- --db postgres://postgres@127.0.0.1:5432/test
 //! ```
+//!
+//! The store is in memory unless `--db` names a SQLite file (created if missing) or a
+//! PostgreSQL database (migrated on connect); each needs its cargo feature.
 
 use std::{io::Write as _, path::PathBuf, sync::Arc, time::Duration};
 
@@ -18,6 +23,7 @@ use nemordp::{
     provisioner::{Provisioner, ProvisionerConfig, Stage},
     seal::Sealer,
     sim::{cloud::SimCloud, notify::RecordingNotifier, payments::SimPayments, store::MemoryStore},
+    store::Store,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -25,6 +31,7 @@ struct Args {
     show_password: bool,
     plan: String,
     out: PathBuf,
+    db: Option<String>,
 }
 
 fn args() -> Result<Args, String> {
@@ -32,6 +39,7 @@ fn args() -> Result<Args, String> {
         show_password: false,
         plan: "win".into(),
         out: std::env::temp_dir(),
+        db: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -39,9 +47,17 @@ fn args() -> Result<Args, String> {
             "--show-password" => a.show_password = true,
             "--plan" => a.plan = it.next().ok_or("--plan needs win or ubuntu")?,
             "--out" => a.out = it.next().ok_or("--out needs a directory")?.into(),
+            "--db" => {
+                a.db = Some(
+                    it.next()
+                        .ok_or("--db needs a URL: sqlite://FILE or postgres://…")?,
+                );
+            }
             "-h" | "--help" => {
                 return Err(
-                    "usage: quickstart [--show-password] [--plan win|ubuntu] [--out DIR]".into(),
+                    "usage: quickstart [--show-password] [--plan win|ubuntu] [--out DIR] \
+                     [--db sqlite://FILE | postgres://USER@HOST:PORT/DB]"
+                        .into(),
                 );
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -51,6 +67,53 @@ fn args() -> Result<Args, String> {
         return Err(format!("unknown plan {:?}: use win or ubuntu", a.plan));
     }
     Ok(a)
+}
+
+/// The store `--db` names (in memory without it).
+async fn open_store(db: Option<&str>) -> Result<(Arc<dyn Store>, String), String> {
+    match db {
+        None => Ok((Arc::new(MemoryStore::new()), "in memory".to_owned())),
+        Some(url) if url.starts_with("sqlite:") => open_sqlite(url).await,
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            open_postgres(url).await
+        }
+        Some(other) => Err(format!(
+            "unsupported --db {other:?}: use sqlite://FILE or postgres://USER@HOST:PORT/DB"
+        )),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(url: &str) -> Result<(Arc<dyn Store>, String), String> {
+    let store = nemordp::stores::SqliteStore::connect(url)
+        .await
+        .map_err(|e| format!("cannot open {url}: {e}"))?;
+    Ok((Arc::new(store), format!("SQLite {url}")))
+}
+
+#[cfg(not(feature = "sqlite"))]
+#[allow(clippy::unused_async)] // same signature as the feature-on version
+async fn open_sqlite(url: &str) -> Result<(Arc<dyn Store>, String), String> {
+    Err(format!(
+        "--db {url} needs the sqlite feature: \
+         cargo run --example quickstart --features sqlite -- --db {url}"
+    ))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<(Arc<dyn Store>, String), String> {
+    let store = nemordp::stores::PostgresStore::connect(url)
+        .await
+        .map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?;
+    Ok((Arc::new(store), "PostgreSQL".to_owned()))
+}
+
+#[cfg(not(feature = "postgres"))]
+#[allow(clippy::unused_async)] // same signature as the feature-on version
+async fn open_postgres(_url: &str) -> Result<(Arc<dyn Store>, String), String> {
+    Err("--db postgres://… needs the postgres feature: \
+         cargo run --example quickstart --features postgres -- --db postgres://…"
+        .to_owned())
 }
 
 fn bar(percent: u8, message: &str) {
@@ -67,6 +130,14 @@ fn bar(percent: u8, message: &str) {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = match args() {
         Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    };
+
+    let (store, store_name) = match open_store(args.db.as_deref()).await {
+        Ok(s) => s,
         Err(msg) => {
             eprintln!("{msg}");
             std::process::exit(2);
@@ -121,7 +192,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.provider_poll_max = Duration::from_secs(2);
     config.idle_poll = Duration::from_millis(50);
     let provisioner = Provisioner::builder()
-        .store(Arc::new(MemoryStore::new()))
+        .store(store)
         .provider(Arc::new(cloud.clone()))
         .probe(Arc::new(cloud.rdp_probe()))
         .payment(Arc::new(payments.clone()))
@@ -136,7 +207,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .get(&args.plan.as_str().into())
         .ok_or("plan missing from the catalog")?
         .clone();
-    println!("nemordp quickstart (simulated cloud, store and payments)\n");
+    println!("nemordp quickstart (simulated cloud and payments)\n");
+    println!("  store     {store_name}");
     println!("  plan      {}: {}", plan.name, plan.price);
     let order = provisioner
         .place_order(

@@ -25,7 +25,7 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "feature combinations"
 # Every backend feature alone and none at all must build (no feature may rely on another).
-for spec in "nemordp-providers:vultr contabo" "nemordp-payments:paystack btc eth usdt" "nemordp-store:sqlite postgres"; do
+for spec in "nemordp-providers:vultr contabo" "nemordp-payments:paystack btc eth usdt rates" "nemordp-store:sqlite postgres"; do
   crate=${spec%%:*}
   cargo check -q -p "$crate" --no-default-features --locked
   for feature in ${spec#*:}; do

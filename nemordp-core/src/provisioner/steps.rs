@@ -601,7 +601,8 @@ impl Provisioner {
             "rdp-{}",
             &order.id.as_uuid().simple().to_string()[..12]
         ))
-        .with_tag(format!("nemordp-order:{}", order.id));
+        .with_tag(format!("nemordp-order:{}", order.id))
+        .with_billing_months(plan.period.months());
         if caps.user_data {
             let mut boot = BootstrapSpec::new(spec.hostname.clone(), username)
                 .with_packages(plan.packages.clone());

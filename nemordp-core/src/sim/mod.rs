@@ -5,4 +5,7 @@ pub mod cloud;
 pub mod notify;
 pub mod payments;
 pub mod rates;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod remote;
 pub mod store;

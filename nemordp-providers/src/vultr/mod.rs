@@ -43,7 +43,7 @@ use reqwest::Method;
 use secrecy::SecretString;
 
 use nemordp_core::{
-    Error, ErrorKind, InstanceId, Result, Timestamp,
+    Error, ErrorKind, InstanceId, Result,
     cloud::{
         Capabilities, CloudProvider, ImageRef, Instance, InstanceSpec, InstanceStatus, Page,
         PageRequest, Removal, SizeRef,
@@ -53,6 +53,8 @@ use nemordp_core::{
 
 pub use builder::{DEFAULT_BASE_URL, VultrBuilder};
 use client::{Client, MAX_PER_PAGE, Retry};
+
+use crate::rfc3339::parse_rfc3339;
 
 /// Backend name in errors, metrics and registries.
 pub const NAME: &str = "vultr";
@@ -283,63 +285,6 @@ fn status_of(i: &model::Instance) -> InstanceStatus {
         // "pending" and anything new
         _ => InstanceStatus::Pending,
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses `2021-09-14T13:22:20+00:00` (RFC 3339, whole seconds, optional fraction ignored).
-fn parse_rfc3339(s: &str) -> Option<Timestamp> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (year, month, day, hour, minute, second) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600
-                + rest.get(4..6)?.parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
-    };
-    let secs =
-        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    Some(Timestamp::from_unix_secs(secs))
 }
 
 fn convert(i: model::Instance) -> Instance {
@@ -605,6 +550,7 @@ fn is_fresh_lock(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nemordp_core::Timestamp;
 
     fn vi(status: &str, power: &str, server: &str, ip: &str) -> model::Instance {
         serde_json::from_value(serde_json::json!({
@@ -655,24 +601,6 @@ mod tests {
             got.created_at,
             Some(Timestamp::from_unix_secs(1_631_625_740))
         );
-    }
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(
-            parse_rfc3339("1970-01-01T00:00:00Z"),
-            Some(Timestamp::from_unix_secs(0))
-        );
-        assert_eq!(
-            parse_rfc3339("2000-03-01T01:00:00+01:00"),
-            Some(Timestamp::from_unix_secs(951_868_800))
-        );
-        assert_eq!(
-            parse_rfc3339("2024-02-29T12:00:00.123Z"),
-            Some(Timestamp::from_unix_secs(1_709_208_000))
-        );
-        assert_eq!(parse_rfc3339("yesterday"), None);
-        assert_eq!(parse_rfc3339(""), None);
     }
 
     #[test]
