@@ -20,6 +20,7 @@ pub mod bootstrap;
 pub mod clock;
 pub mod cloud;
 pub mod error;
+pub mod fraud;
 pub mod ids;
 pub mod money;
 pub mod notify;

@@ -422,6 +422,9 @@ pub struct Order {
     pub updated_at: Timestamp,
     /// Optimistic-concurrency version; the store bumps it on every update.
     pub version: u64,
+    /// Fraud decisions other than "allow", oldest first (see [`crate::fraud`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fraud: Vec<crate::fraud::FraudDecision>,
 }
 
 impl Order {
@@ -436,7 +439,15 @@ impl Order {
             created_at: now,
             updated_at: now,
             version: 0,
+            fraud: Vec::new(),
         }
+    }
+
+    /// True when a fraud rule rejected this order: it is never provisioned.
+    pub fn fraud_rejected(&self) -> bool {
+        self.fraud
+            .iter()
+            .any(|d| d.verdict == crate::fraud::Verdict::Reject)
     }
 
     /// Applies `event`, returning the updated order (same version: the store bumps it on

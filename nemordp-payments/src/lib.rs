@@ -5,8 +5,9 @@
 //! [`nemordp_core::PaymentVerifier`] or [`nemordp_core::RateSource`]. Without features this
 //! crate only re-exports the simulated backends.
 //!
-//! Features not listed as implemented are reserved: no placeholder type pretends to work.
-//! `eth` and `usdt` live in [`evm`]: one block watcher over Ethereum JSON-RPC serves both.
+//! Implemented: `paystack` (module `paystack`), `btc`, `eth` and `usdt` (in [`evm`]: one block
+//! watcher over Ethereum JSON-RPC serves both), `rates`. Features not listed as implemented are
+//! reserved: no placeholder type pretends to work.
 #![deny(missing_docs)]
 
 #[cfg(feature = "btc")]
@@ -17,3 +18,7 @@ pub mod evm;
 pub mod rates;
 
 pub use nemordp_core::sim::{payments::SimPayments, rates::FixedRates};
+
+#[cfg(feature = "paystack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "paystack")))]
+pub mod paystack;

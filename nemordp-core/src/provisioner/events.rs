@@ -35,6 +35,9 @@ pub enum Stage {
     Active,
     /// Needs a human.
     NeedsAttention,
+    /// A fraud rule asked for review or rejected the order (the reasons are in the message
+    /// and on the order).
+    Fraud,
     /// A lifecycle operation ran (restart, stop, start, suspend, unsuspend, terminate).
     Lifecycle,
 }

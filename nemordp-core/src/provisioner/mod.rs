@@ -176,6 +176,7 @@ pub struct ProvisionerBuilder {
     config: ProvisionerConfig,
     rate_limits: BTreeMap<String, u32>,
     crash_hook: Option<CrashHook>,
+    fraud: Option<crate::fraud::FraudEngine>,
 }
 
 impl fmt::Debug for ProvisionerBuilder {
@@ -268,6 +269,14 @@ impl ProvisionerBuilder {
         self
     }
 
+    /// Fraud rules evaluated when an order is placed and when its payment arrives; a
+    /// rejected order is never provisioned (see [`crate::fraud`]).
+    #[must_use]
+    pub fn fraud(mut self, engine: crate::fraud::FraudEngine) -> Self {
+        self.fraud = Some(engine);
+        self
+    }
+
     /// Installs a fault-injection hook (tests of crash safety).
     #[must_use]
     pub fn crash_hook(mut self, hook: CrashHook) -> Self {
@@ -322,6 +331,7 @@ impl ProvisionerBuilder {
                 events,
                 outbox_wake: Notify::new(),
                 crash_hook: self.crash_hook,
+                fraud: self.fraud,
                 images: std::sync::Mutex::new(BTreeMap::new()),
             }),
         })
@@ -347,6 +357,7 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<ProgressEvent>,
     pub(crate) outbox_wake: Notify,
     pub(crate) crash_hook: Option<CrashHook>,
+    pub(crate) fraud: Option<crate::fraud::FraudEngine>,
     /// Resolved images per (provider, OS, hint): catalogues change rarely, API calls cost.
     pub(crate) images: ImageCache,
 }
@@ -440,12 +451,23 @@ impl Provisioner {
     /// Places an order for `plan_id` at the plan's current price.
     pub async fn place_order(&self, plan_id: &PlanId, customer: Customer) -> Result<Order> {
         let plan = self.plan(plan_id)?;
-        let order = Order::new(plan.id.clone(), customer, plan.price, self.now());
+        let mut order = Order::new(plan.id.clone(), customer, plan.price, self.now());
+        let decision = self.fraud_on_order_placed(&mut order).await?;
         self.inner
             .store
             .insert_order(order.clone(), self.now())
             .await?;
-        Ok(order)
+        match decision {
+            Some(d) if d.verdict == crate::fraud::Verdict::Reject => Err(Error::new(
+                crate::ErrorKind::Rejected,
+                format!(
+                    "order {} rejected by fraud rules: {}",
+                    order.id,
+                    d.summary()
+                ),
+            )),
+            _ => Ok(order),
+        }
     }
 
     /// The order with `id`.
@@ -492,6 +514,7 @@ impl Provisioner {
     pub async fn retry_provisioning(&self, order_id: OrderId) -> Result<()> {
         let now = self.now();
         let order = self.inner.store.require_order(order_id).await?;
+        crate::fraud::refuse_if_rejected(&order)?;
         let next = order.transition(&OrderEvent::RetryProvisioning, now)?;
         let job = Job::new(JobKind::Provision, order_id, now)
             .with_unique_key(format!("provision:{order_id}:{}", now.as_unix_millis()));

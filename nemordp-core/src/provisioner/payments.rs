@@ -43,6 +43,7 @@ impl Provisioner {
             .clone();
         let now = self.now();
         let order = self.inner.store.require_order(order_id).await?;
+        crate::fraud::refuse_if_rejected(&order)?;
         let order_next = order.transition(&OrderEvent::PaymentRequested, now)?;
         let asset = verifier.asset();
         let (amount, locked_rate) = if asset == order.price.asset() {
@@ -204,13 +205,18 @@ impl Provisioner {
                 && payment.state.exception != Some(InvoiceException::PaidLate)
                 && !next.confirmed.try_cmp(&next.terms.minimum()?)?.is_lt();
             let mut settled_order = None;
+            let mut fraud = None;
             if newly_settled || newly_late {
                 let order = store.require_order(payment.order_id).await?;
                 if matches!(
                     order.state,
                     OrderState::AwaitingPayment | OrderState::Expired
                 ) {
-                    let order_next = order.transition(&OrderEvent::PaymentSettled, now)?;
+                    let mut order_next = order.transition(&OrderEvent::PaymentSettled, now)?;
+                    fraud = self
+                        .fraud_on_payment_arrived(&mut order_next, &next)
+                        .await?;
+                    let rejected = order_next.fraud_rejected();
                     batch = batch
                         .update_order(order_next.clone())
                         .notify(OutboxEntry::new(
@@ -220,7 +226,7 @@ impl Provisioner {
                             },
                             now,
                         ));
-                    if matches!(order_next.state, OrderState::Paid) {
+                    if matches!(order_next.state, OrderState::Paid) && !rejected {
                         batch = batch.enqueue(Job::provision(order.id, now));
                     }
                     settled_order = Some(order_next);
@@ -230,9 +236,12 @@ impl Provisioner {
                 Ok(CommitOutcome::Applied) => {
                     if let Some(order) = settled_order {
                         metrics::counter!("nemordp_payments_settled_total", "method" => payment.method.clone()).increment(1);
+                        if let Some(decision) = &fraud {
+                            self.emit(order.id, Stage::Fraud, 0, decision.to_string());
+                        }
                         if matches!(order.state, OrderState::Paid) {
                             self.emit(order.id, Stage::Paid, 5, "payment verified");
-                        } else {
+                        } else if !order.fraud_rejected() {
                             self.emit(
                                 order.id,
                                 Stage::NeedsAttention,
