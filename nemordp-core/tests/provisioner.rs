@@ -131,6 +131,58 @@ async fn paid_order(h: &Harness, plan: &str) -> Order {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_shortfall_within_the_configured_tolerance_settles_and_one_beyond_does_not() {
+    let mut config = ProvisionerConfig::default();
+    config.payment_tolerance_percent = "1".parse().unwrap();
+    let h = harness_with(windows_cloud(7, Duration::from_secs(60)), config);
+    let p = &h.provisioner;
+    let mut results = Vec::new();
+    // The Windows plan costs 45,000.00 NGN: 1 % is 450.00.
+    for paid_kobo in [4_455_000_u64, 4_454_999] {
+        let order = p
+            .place_order(&"win".into(), Customer::new("cust-t"))
+            .await
+            .unwrap();
+        let payment = p.open_payment(order.id, "sim").await.unwrap();
+        assert_eq!(
+            payment.terms.tolerance_percent,
+            "1".parse::<nemordp_core::Decimal>().unwrap()
+        );
+        h.payments
+            .pay_confirmed(
+                &payment.reference,
+                Money::from_minor(Currency::Ngn, paid_kobo),
+            )
+            .unwrap();
+        p.refresh_payment(payment.id).await.unwrap();
+        results.push(p.order(order.id).await.unwrap().state);
+    }
+    assert_eq!(
+        results[0],
+        OrderState::Paid,
+        "99 % of the price is within 1 %"
+    );
+    assert_ne!(
+        results[1],
+        OrderState::Paid,
+        "one kobo below 99 % is beyond the tolerance"
+    );
+
+    let mut bad = ProvisionerConfig::default();
+    bad.payment_tolerance_percent = "100".parse().unwrap();
+    let err = Provisioner::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .provider(Arc::new(windows_cloud(1, Duration::from_secs(1))))
+        .notifier(Arc::new(RecordingNotifier::new()))
+        .catalog(plans())
+        .sealer(Sealer::ephemeral())
+        .config(bad)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), nemordp_core::ErrorKind::InvalidConfig, "{err}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn windows_boot_of_45_minutes_completes_with_few_api_calls() {
     let h = harness(windows_cloud(1, 45 * MIN));
     let mut events = h.provisioner.subscribe();

@@ -105,6 +105,11 @@ pub struct ProvisionerConfig {
     pub payment_expiry: Duration,
     /// How long after expiry late payments are still watched.
     pub payment_monitoring: Duration,
+    /// Shortfall accepted on a payment, in percent of the amount due (BTCPay's "payment
+    /// tolerance"), for crypto payers whose wallet or exchange takes a fee from the amount.
+    /// `0` (the default) means exact; must be below 100. Verifiers that demand the exact amount
+    /// (Paystack) never confirm a shortfall, whatever this says.
+    pub payment_tolerance_percent: crate::Decimal,
     /// Outbox entries claimed per round.
     pub outbox_batch: u32,
     /// Orders whose notifications the relay delivers at the same time (each order's own
@@ -138,6 +143,7 @@ impl Default for ProvisionerConfig {
             order_deadline: Duration::from_secs(6 * 60 * 60),
             payment_expiry: Duration::from_secs(15 * 60),
             payment_monitoring: Duration::from_secs(24 * 60 * 60),
+            payment_tolerance_percent: crate::Decimal::ZERO,
             outbox_batch: 128,
             outbox_concurrency: 8,
             outbox_deadline: Duration::from_secs(72 * 60 * 60),
@@ -293,6 +299,12 @@ impl ProvisionerBuilder {
         let sealer = self
             .sealer
             .ok_or_else(|| missing("a sealer (credentials key)"))?;
+        let tolerance = self.config.payment_tolerance_percent;
+        if tolerance.is_sign_negative() || tolerance >= crate::Decimal::ONE_HUNDRED {
+            return Err(Error::invalid_config(format!(
+                "payment_tolerance_percent must be at least 0 and below 100, not {tolerance}"
+            )));
+        }
         for plan in catalog.iter() {
             if !self.providers.contains_key(plan.provider.as_str()) {
                 return Err(Error::invalid_config(format!(

@@ -84,7 +84,7 @@ impl Provisioner {
             checkout_url: opened.checkout_url,
             terms: InvoiceTerms {
                 due: amount,
-                tolerance_percent: crate::Decimal::ZERO,
+                tolerance_percent: self.inner.config.payment_tolerance_percent,
             },
             locked_rate,
             state: InvoiceState::NEW,
