@@ -673,6 +673,132 @@ impl FraudHistory for MemoryFraudHistory {
     }
 }
 
+/// [`FraudHistory`] kept in the [`Store`](crate::store::Store)'s records, so every process
+/// sharing a database sees the same velocity counts and reference bindings.
+///
+/// Values (e-mails, IPs, card fingerprints) are stored only as SHA-256 digests in record keys:
+/// the history can count them without holding them.
+#[derive(Debug, Clone)]
+pub struct StoreFraudHistory {
+    store: Arc<dyn crate::store::Store>,
+}
+
+/// Collection of velocity events: key `<kind>:<stage>:<sha256(value)>:<order id>`.
+const EVENT_COLLECTION: &str = "fraud.event";
+/// Collection of payment-reference bindings: key = the reference, data = the order id.
+const REFERENCE_COLLECTION: &str = "fraud.reference";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredEvent {
+    order: OrderId,
+    at: Timestamp,
+}
+
+impl StoreFraudHistory {
+    /// History in `store`.
+    pub fn new(store: Arc<dyn crate::store::Store>) -> Self {
+        Self { store }
+    }
+
+    fn prefix(key: VelocityKey, value: &str, stage: FraudStage) -> String {
+        use sha2::Digest as _;
+        let kind = match key {
+            VelocityKey::Customer => "customer",
+            VelocityKey::Email => "email",
+            VelocityKey::Ip => "ip",
+            VelocityKey::Card => "card",
+        };
+        let stage = match stage {
+            FraudStage::OrderPlaced => "order_placed",
+            FraudStage::PaymentArrived => "payment_arrived",
+        };
+        let digest = hex::encode(sha2::Sha256::digest(value.as_bytes()));
+        format!("{kind}:{stage}:{digest}:")
+    }
+}
+
+#[async_trait]
+impl FraudHistory for StoreFraudHistory {
+    async fn count_since(
+        &self,
+        key: VelocityKey,
+        value: &str,
+        stage: FraudStage,
+        since: Timestamp,
+        exclude: OrderId,
+    ) -> Result<u32> {
+        let prefix = Self::prefix(key, value, stage);
+        let mut count = 0u32;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list_records(EVENT_COLLECTION, &prefix, after.as_deref(), 500)
+                .await?;
+            for record in &page {
+                let event: StoredEvent = record.decode()?;
+                if event.at >= since && event.order != exclude {
+                    count = count.saturating_add(1);
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 500 => after = Some(last.key.clone()),
+                _ => return Ok(count),
+            }
+        }
+    }
+
+    async fn record(
+        &self,
+        key: VelocityKey,
+        value: &str,
+        stage: FraudStage,
+        order: OrderId,
+        at: Timestamp,
+    ) -> Result<()> {
+        let record_key = format!("{}{order}", Self::prefix(key, value, stage));
+        let write = crate::store::RecordWrite::insert(
+            EVENT_COLLECTION,
+            &record_key,
+            &StoredEvent { order, at },
+        )?;
+        match self
+            .store
+            .commit(crate::store::Batch::new().put_record(write), at)
+            .await
+        {
+            // Already recorded for this order: idempotent.
+            Err(e) if e.kind() == crate::ErrorKind::Conflict => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    async fn bind_reference(&self, reference: &str, order: OrderId) -> Result<OrderId> {
+        let write = crate::store::RecordWrite::insert(REFERENCE_COLLECTION, reference, &order)?;
+        // The binding's time is not used; records take the commit time from the caller.
+        let now = Timestamp::from_system_time(std::time::SystemTime::now());
+        match self
+            .store
+            .commit(crate::store::Batch::new().put_record(write), now)
+            .await
+        {
+            Ok(_) => Ok(order),
+            Err(e) if e.kind() == crate::ErrorKind::Conflict => self
+                .store
+                .get_record(REFERENCE_COLLECTION, reference)
+                .await?
+                .ok_or_else(|| {
+                    Error::new(
+                        crate::ErrorKind::Unexpected,
+                        format!("payment reference {reference} is bound but its record vanished"),
+                    )
+                })?
+                .decode(),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Rules plus history: what the Provisioner (or a host) calls.
 #[derive(Debug, Clone)]
 pub struct FraudEngine {
@@ -1002,6 +1128,85 @@ mod tests {
 
     #[tokio::test]
     async fn velocity_per_customer_email_ip_and_card() {
+        velocity_rules_with(FraudEngine::new).await;
+    }
+
+    #[tokio::test]
+    async fn velocity_per_customer_email_ip_and_card_in_the_store() {
+        velocity_rules_with(|rules| {
+            FraudEngine::with_history(
+                rules,
+                Arc::new(StoreFraudHistory::new(Arc::new(
+                    crate::sim::store::MemoryStore::new(),
+                ))),
+            )
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn store_history_is_shared_idempotent_and_keeps_no_raw_values() {
+        let store = crate::sim::store::MemoryStore::new();
+        let (a, b) = (
+            StoreFraudHistory::new(Arc::new(store.clone())),
+            StoreFraudHistory::new(Arc::new(store.clone())),
+        );
+        let (o1, o2, o3) = (OrderId::new(), OrderId::new(), OrderId::new());
+        let email = "buyer@example.com";
+        a.record(VelocityKey::Email, email, FraudStage::OrderPlaced, o1, t(0))
+            .await
+            .unwrap();
+        // The same event twice counts once; another process sees it.
+        b.record(VelocityKey::Email, email, FraudStage::OrderPlaced, o1, t(1))
+            .await
+            .unwrap();
+        b.record(
+            VelocityKey::Email,
+            email,
+            FraudStage::OrderPlaced,
+            o2,
+            t(50),
+        )
+        .await
+        .unwrap();
+        let count = |since, exclude| {
+            a.count_since(
+                VelocityKey::Email,
+                email,
+                FraudStage::OrderPlaced,
+                since,
+                exclude,
+            )
+        };
+        assert_eq!(count(t(0), o3).await.unwrap(), 2);
+        assert_eq!(
+            count(t(0), o2).await.unwrap(),
+            1,
+            "the asking order is excluded"
+        );
+        assert_eq!(count(t(10), o3).await.unwrap(), 1, "older events fall out");
+        assert_eq!(
+            a.count_since(VelocityKey::Ip, email, FraudStage::OrderPlaced, t(0), o3)
+                .await
+                .unwrap(),
+            0,
+            "keys are separate"
+        );
+        assert_eq!(a.bind_reference("ref-9", o1).await.unwrap(), o1);
+        assert_eq!(b.bind_reference("ref-9", o2).await.unwrap(), o1);
+        let stored = crate::store::Store::list_records(&store, EVENT_COLLECTION, "", None, 0)
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 2);
+        assert!(
+            stored
+                .iter()
+                .all(|r| !r.key.contains(email) && !r.data.contains(email)),
+            "values are kept only as digests"
+        );
+    }
+
+    async fn velocity_rules_with(engine_for: fn(FraudRules) -> FraudEngine) {
         let hour = Duration::from_secs(3600);
         let rules = FraudRules::default()
             .with_velocity(
@@ -1032,7 +1237,7 @@ mod tests {
                 hour,
                 Verdict::Reject,
             );
-        let engine = FraudEngine::new(rules);
+        let engine = engine_for(rules);
         let ip: IpAddr = "198.51.100.9".parse().unwrap();
         let order = |customer: &str, email: &str, at| {
             placed(OrderId::new(), customer, at)
