@@ -460,6 +460,17 @@ pub trait CloudProvider: fmt::Debug + Send + Sync + 'static {
     /// # Behavior
     /// - Idempotent: a missing or already removed machine is success, never `NotFound`.
     async fn delete_instance(&self, id: &InstanceId) -> Result<()>;
+
+    /// Keeps a machine no order owns for reuse by a later create, instead of removing it
+    /// (for providers whose machines are contracts: reinstalling one beats ordering another).
+    ///
+    /// # Behavior
+    /// - `Ok(true)`: kept; a later [`CloudProvider::create_instance`] may reinstall it.
+    /// - `Ok(false)` (the default): reuse is not offered; the caller removes or reports it.
+    async fn retain_for_reuse(&self, id: &InstanceId) -> Result<bool> {
+        let _ = id;
+        Ok(false)
+    }
 }
 
 /// Conveniences on every [`CloudProvider`].

@@ -199,6 +199,10 @@ impl CloudProvider for Broken {
         }
         Ok(())
     }
+
+    async fn retain_for_reuse(&self, id: &InstanceId) -> Result<bool> {
+        self.inner.retain_for_reuse(id).await
+    }
 }
 
 impl Broken {

@@ -1948,6 +1948,55 @@ async fn an_orphan_is_reported_pooled_and_reinstalled_for_the_next_order() {
     check_against_spec(&servers).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delete_policy_recycles_an_orphan_into_the_pool_instead_of_cancelling() {
+    use nemordp_core::provisioner::OrphanPolicy;
+    let fake = Fake::default();
+    fake.with(|s| {
+        s.installing_after = Duration::ZERO;
+        s.running_after = Duration::ZERO;
+    });
+    let servers = start(&fake).await;
+    let contabo = Arc::new(
+        builder(&servers)
+            .with_reuse_pool("rdp-pool")
+            .build()
+            .unwrap(),
+    );
+    let (provisioner, payments) = contabo_provisioner(Arc::clone(&contabo), Duration::ZERO);
+    let stray = nemordp_core::OrderId::new().instance_label();
+    let orphan = contabo.create_instance(&spec(&stray)).await.unwrap();
+    let found = provisioner
+        .reconcile_orphans(OrphanPolicy::Delete)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].recycled && !found[0].removed, "{found:?}");
+    fake.with(|s| assert!(s.instances[0].cancel_date.is_none(), "not cancelled"));
+
+    let order = settle_one_order(&provisioner, &payments).await;
+    let inst = fake.with(|s| {
+        assert_eq!(s.creates, 1, "no second contract ordered");
+        s.instances[0].clone()
+    });
+    assert_eq!(inst.id.to_string(), orphan.id.as_str());
+    assert_eq!(inst.reinstalls, 1);
+    assert_eq!(inst.display_name, order.instance_label());
+
+    // Without a pool the same policy cancels.
+    let plain = Arc::new(builder(&servers).build().unwrap());
+    let (provisioner, _) = contabo_provisioner(Arc::clone(&plain), Duration::ZERO);
+    let stray = nemordp_core::OrderId::new().instance_label();
+    let second = plain.create_instance(&spec(&stray)).await.unwrap();
+    let found = provisioner
+        .reconcile_orphans(OrphanPolicy::Delete)
+        .await
+        .unwrap();
+    let gone = found.iter().find(|o| o.instance_id == second.id).unwrap();
+    assert!(gone.removed && !gone.recycled, "{gone:?}");
+    check_against_spec(&servers).await;
+}
+
 // ----- the same kit against the real Contabo, only on request (it buys machines) -----
 
 #[allow(clippy::unused_async)]

@@ -19,9 +19,12 @@ use super::Provisioner;
 pub enum OrphanPolicy {
     /// Only report them.
     Report,
-    /// Delete (or cancel) them. On providers that bill by contract ([`Removal::Cancel`]) this
-    /// forfeits the paid term; prefer `Report` and reuse them there.
+    /// Remove them, preferring reuse: each is first offered to the provider's
+    /// [`CloudProvider::retain_for_reuse`] (Contabo with a reuse pool keeps it for the next
+    /// order's reinstall); only if the provider declines is it deleted (or cancelled: on
+    /// providers that bill by contract, [`Removal::Cancel`], that forfeits the paid term).
     ///
+    /// [`CloudProvider::retain_for_reuse`]: crate::cloud::CloudProvider::retain_for_reuse
     /// [`Removal::Cancel`]: crate::cloud::Removal::Cancel
     Delete,
 }
@@ -42,6 +45,9 @@ pub struct Orphan {
     pub why: &'static str,
     /// Whether it was removed in this run.
     pub removed: bool,
+    /// Whether the provider kept it for reuse instead (see
+    /// [`CloudProvider::retain_for_reuse`](crate::cloud::CloudProvider::retain_for_reuse)).
+    pub recycled: bool,
 }
 
 impl Provisioner {
@@ -68,12 +74,17 @@ impl Provisioner {
                     Some(id) => self.orphan_reason(id, &inst.id).await?,
                 };
                 let Some(why) = why else { continue };
-                let mut removed = false;
+                let (mut removed, mut recycled) = (false, false);
                 if policy == OrphanPolicy::Delete {
-                    provider.delete_instance(&inst.id).await?;
-                    removed = true;
+                    // Reuse beats removal where the provider offers it (a Contabo machine is a
+                    // paid contract: reinstalling it saves ordering another).
+                    recycled = provider.retain_for_reuse(&inst.id).await?;
+                    if !recycled {
+                        provider.delete_instance(&inst.id).await?;
+                        removed = true;
+                    }
                 }
-                tracing::warn!(provider = name, instance = %inst.id, label = %inst.label, why, removed, "orphan instance");
+                tracing::warn!(provider = name, instance = %inst.id, label = %inst.label, why, removed, recycled, "orphan instance");
                 metrics::counter!("nemordp_orphans_total", "provider" => *name).increment(1);
                 out.push(Orphan {
                     provider: name,
@@ -82,6 +93,7 @@ impl Provisioner {
                     order_id,
                     why,
                     removed,
+                    recycled,
                 });
             }
         }

@@ -885,6 +885,15 @@ impl CloudProvider for Contabo {
         self.action("start", id, "start").await
     }
 
+    /// With a reuse pool, puts the machine in it ([`Contabo::release_to_pool`]) so the next
+    /// create reinstalls it; without one, declines (the caller cancels or reports it).
+    async fn retain_for_reuse(&self, id: &InstanceId) -> Result<bool> {
+        if self.settings.pool_name.is_none() {
+            return Ok(false);
+        }
+        self.release_to_pool(id).await.map(|()| true)
+    }
+
     /// Cancels: the contract ends at the earliest date Contabo allows and the machine runs,
     /// billed, until then. Missing or already cancelled machines are success.
     async fn delete_instance(&self, id: &InstanceId) -> Result<()> {
