@@ -24,6 +24,9 @@
 //! `MedianRates[Cached(OpenErApi, 1 h)].with_min_sources(1).with_max_age(36 h)`; the
 //! `Provisioner` asks for `quote(NGN, USD)`, which reads `/v6/latest/NGN`.
 //!
+//! A `Provisioner` that takes both crypto and Paystack in another fiat currency is given
+//! [`RoutedRates`]: crypto pairs to the crypto stack, fiat pairs to the FX stack.
+//!
 //! All base URLs are configurable (local fakes in tests, mirrors or paid endpoints in
 //! production).
 
@@ -35,6 +38,7 @@ mod http;
 pub mod kraken;
 mod median;
 mod pricer;
+mod routed;
 mod spread;
 
 pub use cache::CachedRates;
@@ -44,6 +48,7 @@ pub use fx::OpenErApi;
 pub use kraken::Kraken;
 pub use median::MedianRates;
 pub use pricer::Pricer;
+pub use routed::RoutedRates;
 pub use spread::SpreadRates;
 
 #[cfg(doc)]
