@@ -743,6 +743,45 @@ async fn cheaper_dearer_or_other_currency_payments_are_rejected_and_recorded() {
     check_requests_against_spec(&server).await;
 }
 
+#[tokio::test]
+async fn mismatches_are_recorded_durably_in_the_review_store() {
+    use nemordp_core::Store as _;
+    let (server, fake) = start().await;
+    let store = nemordp_core::sim::store::MemoryStore::new();
+    let p = builder(&server)
+        .with_review_store(Arc::new(store.clone()))
+        .build()
+        .unwrap();
+    let due = 1_000_000;
+    let cheap = opened(&p, ngn(due)).await;
+    fake.set(&cheap.reference, "success", due - 1, Some("NGN"));
+    let usd = opened(&p, ngn(due)).await;
+    fake.set(&usd.reference, "success", due, Some("USD"));
+    let exact = opened(&p, ngn(due)).await;
+    fake.set(&exact.reference, "success", due, Some("NGN"));
+    for pay in [&cheap, &usd, &exact] {
+        p.check(pay).await.unwrap();
+        // Every check re-verifies; a mismatch already on file is not filed twice.
+        p.check(pay).await.unwrap();
+    }
+    let filed = store
+        .list_records(nemordp_payments::paystack::MISMATCH_COLLECTION, "", None, 0)
+        .await
+        .unwrap();
+    assert_eq!(filed.len(), 2, "{filed:?}");
+    let of = |reference: &str| {
+        filed
+            .iter()
+            .find(|r| r.key.starts_with(&format!("{reference}:")))
+            .map(|r| r.decode::<serde_json::Value>().unwrap())
+            .unwrap()
+    };
+    assert_eq!(of(&cheap.reference)["kind"], "amount");
+    assert_eq!(of(&cheap.reference)["received"], format!("{} NGN", due - 1));
+    assert_eq!(of(&usd.reference)["kind"], "currency");
+    assert!(filed.iter().all(|r| !r.key.starts_with(&exact.reference)));
+}
+
 // ----- errors -----
 
 #[tokio::test]

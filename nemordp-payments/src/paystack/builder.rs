@@ -54,6 +54,7 @@ pub struct PaystackBuilder {
     source_ips: Option<Vec<IpAddr>>,
     source_ip_header: String,
     fraud: Option<nemordp_core::fraud::FraudEngine>,
+    review_store: Option<std::sync::Arc<dyn nemordp_core::Store>>,
 }
 
 impl Default for PaystackBuilder {
@@ -82,6 +83,7 @@ impl PaystackBuilder {
             source_ips: None,
             source_ip_header: "x-forwarded-for".to_owned(),
             fraud: None,
+            review_store: None,
         }
     }
 
@@ -192,6 +194,16 @@ impl PaystackBuilder {
         self
     }
 
+    /// Also records every mismatched payment durably, as a record in `store` (collection
+    /// `paystack.mismatch`, key `<reference>:<transaction id>:<kind>`), so an operator's review
+    /// queue survives restarts and is shared by every process. Without it, mismatches are kept
+    /// in memory ([`Paystack::mismatches`]), logged and counted.
+    #[must_use]
+    pub fn with_review_store(mut self, store: std::sync::Arc<dyn nemordp_core::Store>) -> Self {
+        self.review_store = Some(store);
+        self
+    }
+
     /// Checks the configuration and builds the verifier.
     pub fn build(self) -> Result<Paystack> {
         let invalid = |m: String| Error::invalid_config(m).with_backend(NAME);
@@ -268,6 +280,7 @@ impl PaystackBuilder {
             self.channels,
             self.source_ips.map(|ips| (ips, self.source_ip_header)),
             self.fraud,
+            self.review_store,
         ))
     }
 }

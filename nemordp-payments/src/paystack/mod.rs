@@ -77,6 +77,9 @@ pub mod metadata_keys {
 /// How many opened payments are remembered for idempotent re-opens in this process.
 const OPENED_CACHE_CAP: usize = 10_000;
 
+/// Store collection of mismatches kept for review (see `PaystackBuilder::with_review_store`).
+pub const MISMATCH_COLLECTION: &str = "paystack.mismatch";
+
 /// How many mismatches are kept in memory for review.
 const MISMATCH_LOG_CAP: usize = 1000;
 
@@ -150,6 +153,7 @@ pub struct Paystack {
     opened: Mutex<HashMap<PaymentId, (Money, OpenedPayment)>>,
     mismatches: Arc<Mutex<VecDeque<PaymentMismatch>>>,
     fraud: Option<nemordp_core::fraud::FraudEngine>,
+    review_store: Option<Arc<dyn nemordp_core::Store>>,
 }
 
 impl fmt::Debug for Paystack {
@@ -184,6 +188,7 @@ impl Paystack {
         channels: Vec<String>,
         source_ips: Option<(Vec<IpAddr>, String)>,
         fraud: Option<nemordp_core::fraud::FraudEngine>,
+        review_store: Option<Arc<dyn nemordp_core::Store>>,
     ) -> Self {
         let currency = asset.fiat().unwrap_or(Currency::Ngn);
         Self {
@@ -196,6 +201,7 @@ impl Paystack {
             opened: Mutex::new(HashMap::new()),
             mismatches: Arc::new(Mutex::new(VecDeque::new())),
             fraud,
+            review_store,
         }
     }
 
@@ -248,7 +254,7 @@ impl Paystack {
                 .with_operation("verify_payment")
         };
         if let Some(m) = a.mismatch {
-            self.record(m.clone());
+            self.record(m.clone()).await?;
             return Err(rejected(m.to_string()).with_source(m));
         }
         if a.observation.confirmed.is_zero() {
@@ -278,7 +284,7 @@ impl Paystack {
             .is_none_or(|(ips, _)| ips.contains(&ip))
     }
 
-    fn record(&self, m: PaymentMismatch) {
+    async fn record(&self, m: PaymentMismatch) -> Result<()> {
         tracing::warn!(
             backend = NAME,
             reference = %m.reference,
@@ -292,7 +298,37 @@ impl Paystack {
             if log.len() >= MISMATCH_LOG_CAP {
                 log.pop_front();
             }
-            log.push_back(m);
+            log.push_back(m.clone());
+        }
+        let Some(store) = &self.review_store else {
+            return Ok(());
+        };
+        let kind = match m.kind {
+            MismatchKind::Amount => "amount",
+            MismatchKind::Currency => "currency",
+            MismatchKind::Reference => "reference",
+            MismatchKind::Unexpected => "unexpected",
+        };
+        let key = format!("{}:{}:{kind}", m.reference, m.transaction_id.unwrap_or(0));
+        let write = nemordp_core::RecordWrite::insert(
+            MISMATCH_COLLECTION,
+            &key,
+            &serde_json::json!({
+                "reference": m.reference,
+                "kind": kind,
+                "expected": m.expected,
+                "received": m.received,
+                "transaction_id": m.transaction_id,
+            }),
+        )?;
+        let now = nemordp_core::Timestamp::from_system_time(std::time::SystemTime::now());
+        match store
+            .commit(nemordp_core::store::Batch::new().put_record(write), now)
+            .await
+        {
+            // The same mismatch seen again (every check re-verifies): already on file.
+            Err(e) if e.kind() == ErrorKind::Conflict => Ok(()),
+            other => other.map(drop),
         }
     }
 
@@ -550,7 +586,7 @@ impl PaymentVerifier for Paystack {
         let tx = self.verify(&payment.reference).await?;
         let a = self.assess(&tx, &payment.reference, Some(payment.terms.due))?;
         if let Some(m) = a.mismatch {
-            self.record(m);
+            self.record(m).await?;
         }
         Ok(a.observation)
     }
@@ -599,7 +635,7 @@ impl PaymentVerifier for Paystack {
                 let expected = self.expected_from_metadata(&tx);
                 let a = self.assess(&tx, &claimed.reference, expected)?;
                 if let Some(m) = a.mismatch {
-                    self.record(m);
+                    self.record(m).await?;
                 }
                 VerifiedEventKind::Observed(a.observation)
             }
