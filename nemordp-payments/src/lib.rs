@@ -5,9 +5,8 @@
 //! [`nemordp_core::PaymentVerifier`] or [`nemordp_core::RateSource`]. Without features this
 //! crate only re-exports the simulated backends.
 //!
-//! Implemented: `paystack` (module `paystack`), `btc`, `eth` and `usdt` (in [`evm`]: one block
-//! watcher over Ethereum JSON-RPC serves both), `rates`. Features not listed as implemented are
-//! reserved: no placeholder type pretends to work.
+//! Modules: `paystack`, `btc`, `evm` (features `eth` and `usdt`: one block watcher over
+//! Ethereum JSON-RPC serves both) and `rates` (rate sources, cache, median, spread, routing).
 #![deny(missing_docs)]
 
 #[cfg(feature = "btc")]

@@ -7,7 +7,7 @@
 //!
 //! | Feature | Provider | Capabilities |
 //! |---|---|---|
-//! | `vultr` | [`vultr::Vultr`] | password at create, delete, RDP firewall, user data, pages of 500, 10 req/s |
+//! | `vultr` | [`vultr::Vultr`] | password at create (delivered by default), delete, RDP firewall, user data opt-in, pages of 500, 10 req/s |
 //! | `contabo` | [`contabo::Contabo`] | password from us (Secrets API), cancel (no delete), user data, pages of 100, 5 req/s |
 #![deny(missing_docs)]
 
