@@ -12,20 +12,16 @@
 //!     --rdp-from 203.0.113.7 --out /tmp --show-password --cancel
 //! ```
 
-use std::{io::Write as _, path::PathBuf, sync::Arc, time::Duration};
+mod live;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use nemordp::{
     CloudProvider, Currency, Money,
     order::{Customer, OrderState},
-    payment::WebhookRequest,
-    plan::{BillingPeriod, OsKind, Plan, PlanCatalog},
+    plan::{BillingPeriod, OsKind, Plan},
     providers::contabo::ContaboBuilder,
-    provisioner::{Provisioner, ProvisionerConfig, Stage},
-    rdp::probe::TcpRdpProbe,
-    seal::Sealer,
-    sim::{notify::RecordingNotifier, payments::SimPayments, store::MemoryStore},
 };
-use secrecy::{ExposeSecret, SecretString};
 
 struct Args {
     region: String,
@@ -125,11 +121,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         size.id, size.region, size.vcpus, size.ram_mib, size.disk_gib
     );
 
-    let payments = SimPayments::new(
-        nemordp::Asset::Fiat(Currency::Eur),
-        SecretString::from("whsec_contabo_example"),
-    );
-    let notifier = RecordingNotifier::new();
+    let mut customer = Customer::new("contabo-example");
+    if let Some(ip) = args.rdp_from {
+        // the machine's firewall (ufw, from the cloud-config) then admits only this address
+        customer = customer.with_ip(ip);
+    }
     let mut plan = Plan::new(
         "ubuntu",
         "contabo",
@@ -144,101 +140,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(i) = &args.image {
         plan = plan.with_image(i.as_str());
     }
-    let catalog = PlanCatalog::from_plans([plan])?;
-    let mut config = ProvisionerConfig::default();
     // ordering, installing and the desktop packages take 5-20 minutes
-    config.provider_poll_initial = Duration::from_secs(15);
-    config.provider_poll_max = Duration::from_secs(30);
-    config.probe_interval = Duration::from_secs(10);
-    let provisioner = Provisioner::builder()
-        .store(Arc::new(MemoryStore::new()))
-        .provider(contabo.clone())
-        .probe(Arc::new(TcpRdpProbe::new()))
-        .payment(Arc::new(payments.clone()))
-        .notifier(Arc::new(notifier.clone()))
-        .catalog(catalog)
-        .sealer(Sealer::ephemeral())
-        .config(config)
-        .build()?;
-
-    let mut customer = Customer::new("contabo-example");
-    if let Some(ip) = args.rdp_from {
-        // the machine's firewall (ufw, from the cloud-config) then admits only this address
-        customer = customer.with_ip(ip);
-    }
-    let order = provisioner.place_order(&"ubuntu".into(), customer).await?;
-    println!(
-        "  order     {} (label {})",
-        order.id,
-        order.instance_label()
-    );
-    let payment = provisioner.open_payment(order.id, "sim").await?;
-    payments.pay_in_full(&payment.reference)?;
-    let (headers, body) = payments.signed_webhook(&payment.reference)?;
-    provisioner
-        .handle_webhook(
-            "sim",
-            WebhookRequest {
-                headers: &headers,
-                body: &body,
-            },
-        )
-        .await?;
-    println!("  payment   simulated and verified\n");
-
-    let mut events = provisioner.subscribe();
-    let workers = provisioner.start();
-    let started = std::time::Instant::now();
-    let deadline = tokio::time::sleep(Duration::from_secs(60 * 60));
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            event = events.next() => match event {
-                Some(e) if e.order_id == order.id => {
-                    println!(
-                        "  [{:>5}s] {:>3}%  {}",
-                        started.elapsed().as_secs(),
-                        e.percent,
-                        e.message
-                    );
-                    let _ = std::io::stdout().flush();
-                    if matches!(e.stage, Stage::Active | Stage::NeedsAttention) {
-                        break;
-                    }
-                }
-                Some(_) => {}
-                None => break,
-            },
-            () = &mut deadline => {
-                println!("  gave up waiting after 60 minutes");
-                break;
-            }
-        }
-    }
-    workers.shutdown().await;
-
-    let order = provisioner.order(order.id).await?;
-    let machines = contabo.find_by_label(&order.instance_label()).await?;
-    for m in &machines {
-        println!("\n  contabo instance {} ({:?})", m.id, m.status);
-    }
-    if order.state == OrderState::Active {
-        let details = provisioner.connection_details(order.id).await?;
-        let rdp_path = args.out.join(format!("nemordp-{}.rdp", order.id));
-        std::fs::write(&rdp_path, &details.rdp_file)?;
-        let password = if args.show_password {
-            details.password.expose_secret().to_owned()
-        } else {
-            "******** (run with --show-password to reveal)".to_owned()
-        };
-        println!("\n  machine is ready (xrdp; the desktop session is XFCE)");
-        println!("  address   {}:{}", details.host, details.port);
-        println!("  username  {}", details.username);
-        println!("  password  {password}");
-        println!("  rdp file  {}", rdp_path.display());
-    } else {
-        eprintln!("\n  order did not become active: {:?}", order.state);
-    }
+    let live::LiveOutcome { order, machines } = live::provision_one(live::LiveRun {
+        provider: contabo.clone(),
+        provider_label: "contabo",
+        plan,
+        currency: Currency::Eur,
+        customer,
+        wait: Duration::from_secs(60 * 60),
+        out: args.out.clone(),
+        show_password: args.show_password,
+        ready_note: " (xrdp; the desktop session is XFCE)",
+    })
+    .await?;
     if args.cancel {
         for m in &machines {
             contabo.delete_instance(&m.id).await?;

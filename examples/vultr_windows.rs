@@ -10,20 +10,16 @@
 //!     --region ams --plan vc2-2c-4gb --rdp-from 203.0.113.7 --out /tmp --show-password --delete
 //! ```
 
-use std::{io::Write as _, path::PathBuf, sync::Arc, time::Duration};
+mod live;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use nemordp::{
     CloudProvider, Currency, Money,
     order::{Customer, OrderState},
-    payment::WebhookRequest,
-    plan::{OsKind, Plan, PlanCatalog},
+    plan::{OsKind, Plan},
     providers::vultr::VultrBuilder,
-    provisioner::{Provisioner, ProvisionerConfig, Stage},
-    rdp::probe::TcpRdpProbe,
-    seal::Sealer,
-    sim::{notify::RecordingNotifier, payments::SimPayments, store::MemoryStore},
 };
-use secrecy::{ExposeSecret, SecretString};
 
 struct Args {
     region: String,
@@ -95,12 +91,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         size.id, size.region, size.vcpus, size.ram_mib, size.disk_gib
     );
 
-    let payments = SimPayments::new(
-        nemordp::Asset::Fiat(Currency::Usd),
-        SecretString::from("whsec_vultr_example"),
-    );
-    let notifier = RecordingNotifier::new();
-    let catalog = PlanCatalog::from_plans([Plan::new(
+    let mut customer = Customer::new("vultr-example");
+    if let Some(ip) = args.rdp_from {
+        // the RDP firewall then admits only this address
+        customer = customer.with_ip(ip);
+    }
+    let plan = Plan::new(
         "win",
         "vultr",
         OsKind::WindowsServer,
@@ -108,101 +104,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.plan.as_str(),
         Money::parse_major(Currency::Usd, "1")?,
     )
-    .with_name("Windows Server on Vultr")])?;
-    let mut config = ProvisionerConfig::default();
-    // Vultr asks not to be polled every few seconds; Windows builds take 10-40 minutes
-    config.provider_poll_initial = Duration::from_secs(15);
-    config.provider_poll_max = Duration::from_secs(30);
-    config.probe_interval = Duration::from_secs(10);
-    let provisioner = Provisioner::builder()
-        .store(Arc::new(MemoryStore::new()))
-        .provider(vultr.clone())
-        .probe(Arc::new(TcpRdpProbe::new()))
-        .payment(Arc::new(payments.clone()))
-        .notifier(Arc::new(notifier.clone()))
-        .catalog(catalog)
-        .sealer(Sealer::ephemeral())
-        .config(config)
-        .build()?;
-
-    let mut customer = Customer::new("vultr-example");
-    if let Some(ip) = args.rdp_from {
-        // the RDP firewall then admits only this address
-        customer = customer.with_ip(ip);
-    }
-    let order = provisioner.place_order(&"win".into(), customer).await?;
-    println!(
-        "  order     {} (label {})",
-        order.id,
-        order.instance_label()
-    );
-    let payment = provisioner.open_payment(order.id, "sim").await?;
-    payments.pay_in_full(&payment.reference)?;
-    let (headers, body) = payments.signed_webhook(&payment.reference)?;
-    provisioner
-        .handle_webhook(
-            "sim",
-            WebhookRequest {
-                headers: &headers,
-                body: &body,
-            },
-        )
-        .await?;
-    println!("  payment   simulated and verified\n");
-
-    let mut events = provisioner.subscribe();
-    let workers = provisioner.start();
-    let started = std::time::Instant::now();
-    let deadline = tokio::time::sleep(Duration::from_secs(90 * 60));
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            event = events.next() => match event {
-                Some(e) if e.order_id == order.id => {
-                    println!(
-                        "  [{:>5}s] {:>3}%  {}",
-                        started.elapsed().as_secs(),
-                        e.percent,
-                        e.message
-                    );
-                    let _ = std::io::stdout().flush();
-                    if matches!(e.stage, Stage::Active | Stage::NeedsAttention) {
-                        break;
-                    }
-                }
-                Some(_) => {}
-                None => break,
-            },
-            () = &mut deadline => {
-                println!("  gave up waiting after 90 minutes");
-                break;
-            }
-        }
-    }
-    workers.shutdown().await;
-
-    let order = provisioner.order(order.id).await?;
-    let machines = vultr.find_by_label(&order.instance_label()).await?;
-    for m in &machines {
-        println!("\n  vultr instance {} ({:?})", m.id, m.status);
-    }
-    if order.state == OrderState::Active {
-        let details = provisioner.connection_details(order.id).await?;
-        let rdp_path = args.out.join(format!("nemordp-{}.rdp", order.id));
-        std::fs::write(&rdp_path, &details.rdp_file)?;
-        let password = if args.show_password {
-            details.password.expose_secret().to_owned()
-        } else {
-            "******** (run with --show-password to reveal)".to_owned()
-        };
-        println!("\n  machine is ready");
-        println!("  address   {}:{}", details.host, details.port);
-        println!("  username  {}", details.username);
-        println!("  password  {password}");
-        println!("  rdp file  {}", rdp_path.display());
-    } else {
-        eprintln!("\n  order did not become active: {:?}", order.state);
-    }
+    .with_name("Windows Server on Vultr");
+    // Windows builds take 10-40 minutes
+    let live::LiveOutcome { order, machines } = live::provision_one(live::LiveRun {
+        provider: vultr.clone(),
+        provider_label: "vultr",
+        plan,
+        currency: Currency::Usd,
+        customer,
+        wait: Duration::from_secs(90 * 60),
+        out: args.out.clone(),
+        show_password: args.show_password,
+        ready_note: "",
+    })
+    .await?;
     if args.delete {
         for m in &machines {
             vultr.delete_instance(&m.id).await?;
