@@ -1896,9 +1896,18 @@ async fn the_provisioner_delivers_a_contabo_machine_with_our_password() {
     check_against_spec(&servers).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_orphan_is_reported_pooled_and_reinstalled_for_the_next_order() {
-    use nemordp_core::provisioner::OrphanPolicy;
+/// A fake with instant installs, a Contabo client with the reuse pool `rdp-pool`, a
+/// provisioner on it, and one paid machine whose label names an order this shop never had.
+struct PooledOrphan {
+    fake: Fake,
+    servers: Servers,
+    contabo: Arc<Contabo>,
+    provisioner: nemordp_core::provisioner::Provisioner,
+    payments: nemordp_core::sim::payments::SimPayments,
+    orphan: nemordp_core::cloud::Instance,
+}
+
+async fn pooled_orphan() -> PooledOrphan {
     let fake = Fake::default();
     fake.with(|s| {
         s.installing_after = Duration::ZERO;
@@ -1912,79 +1921,81 @@ async fn an_orphan_is_reported_pooled_and_reinstalled_for_the_next_order() {
             .unwrap(),
     );
     let (provisioner, payments) = contabo_provisioner(Arc::clone(&contabo), Duration::ZERO);
-    // a paid machine whose label names an order this shop never had
     let stray = nemordp_core::OrderId::new().instance_label();
     let orphan = contabo.create_instance(&spec(&stray)).await.unwrap();
-    let found = provisioner
+    PooledOrphan {
+        fake,
+        servers,
+        contabo,
+        provisioner,
+        payments,
+        orphan,
+    }
+}
+
+/// Settles one order and checks it reinstalled the pooled orphan instead of ordering anew.
+async fn next_order_reinstalls_the_orphan(
+    t: &PooledOrphan,
+) -> (nemordp_core::order::Order, FakeInstance) {
+    let order = settle_one_order(&t.provisioner, &t.payments).await;
+    let inst = t.fake.with(|s| {
+        assert_eq!(s.creates, 1, "no second contract ordered");
+        s.instances[0].clone()
+    });
+    assert_eq!(inst.id.to_string(), t.orphan.id.as_str());
+    assert_eq!(inst.reinstalls, 1);
+    assert_eq!(inst.display_name, order.instance_label());
+    (order, inst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_is_reported_pooled_and_reinstalled_for_the_next_order() {
+    use nemordp_core::provisioner::OrphanPolicy;
+    let t = pooled_orphan().await;
+    let found = t
+        .provisioner
         .reconcile_orphans(OrphanPolicy::Report)
         .await
         .unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].instance_id, orphan.id);
+    assert_eq!(found[0].instance_id, t.orphan.id);
     assert!(!found[0].removed);
-    contabo
+    t.contabo
         .release_to_pool(&found[0].instance_id)
         .await
         .unwrap();
 
-    let order = settle_one_order(&provisioner, &payments).await;
-    let inst = fake.with(|s| {
-        assert_eq!(s.creates, 1, "no second contract ordered");
-        s.instances[0].clone()
-    });
-    assert_eq!(inst.id.to_string(), orphan.id.as_str());
-    assert_eq!(inst.reinstalls, 1);
-    assert_eq!(inst.display_name, order.instance_label());
+    let (_, inst) = next_order_reinstalls_the_orphan(&t).await;
     assert!(inst.user_data.unwrap().starts_with("#cloud-config"));
     assert!(inst.root_password.is_some());
     assert!(
-        provisioner
+        t.provisioner
             .reconcile_orphans(OrphanPolicy::Report)
             .await
             .unwrap()
             .is_empty(),
         "the reused machine is owned now"
     );
-    check_against_spec(&servers).await;
+    check_against_spec(&t.servers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_delete_policy_recycles_an_orphan_into_the_pool_instead_of_cancelling() {
     use nemordp_core::provisioner::OrphanPolicy;
-    let fake = Fake::default();
-    fake.with(|s| {
-        s.installing_after = Duration::ZERO;
-        s.running_after = Duration::ZERO;
-    });
-    let servers = start(&fake).await;
-    let contabo = Arc::new(
-        builder(&servers)
-            .with_reuse_pool("rdp-pool")
-            .build()
-            .unwrap(),
-    );
-    let (provisioner, payments) = contabo_provisioner(Arc::clone(&contabo), Duration::ZERO);
-    let stray = nemordp_core::OrderId::new().instance_label();
-    let orphan = contabo.create_instance(&spec(&stray)).await.unwrap();
-    let found = provisioner
+    let t = pooled_orphan().await;
+    let found = t
+        .provisioner
         .reconcile_orphans(OrphanPolicy::Delete)
         .await
         .unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].recycled && !found[0].removed, "{found:?}");
-    fake.with(|s| assert!(s.instances[0].cancel_date.is_none(), "not cancelled"));
-
-    let order = settle_one_order(&provisioner, &payments).await;
-    let inst = fake.with(|s| {
-        assert_eq!(s.creates, 1, "no second contract ordered");
-        s.instances[0].clone()
-    });
-    assert_eq!(inst.id.to_string(), orphan.id.as_str());
-    assert_eq!(inst.reinstalls, 1);
-    assert_eq!(inst.display_name, order.instance_label());
+    t.fake
+        .with(|s| assert!(s.instances[0].cancel_date.is_none(), "not cancelled"));
+    next_order_reinstalls_the_orphan(&t).await;
 
     // Without a pool the same policy cancels.
-    let plain = Arc::new(builder(&servers).build().unwrap());
+    let plain = Arc::new(builder(&t.servers).build().unwrap());
     let (provisioner, _) = contabo_provisioner(Arc::clone(&plain), Duration::ZERO);
     let stray = nemordp_core::OrderId::new().instance_label();
     let second = plain.create_instance(&spec(&stray)).await.unwrap();
@@ -1994,7 +2005,7 @@ async fn the_delete_policy_recycles_an_orphan_into_the_pool_instead_of_cancellin
         .unwrap();
     let gone = found.iter().find(|o| o.instance_id == second.id).unwrap();
     assert!(gone.removed && !gone.recycled, "{gone:?}");
-    check_against_spec(&servers).await;
+    check_against_spec(&t.servers).await;
 }
 
 // ----- the same kit against the real Contabo, only on request (it buys machines) -----
