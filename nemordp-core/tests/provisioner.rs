@@ -930,11 +930,12 @@ impl Store for HostTerminatesMidStep {
         now: Timestamp,
     ) -> nemordp_core::Result<nemordp_core::store::CommitOutcome> {
         use nemordp_core::store::{Job, JobKind, OrderWrite, StoreExt as _};
+        // The write after the create (it moves the order on to booting).
         let created = batch.orders.iter().find_map(|w| match w {
             OrderWrite::Update(o)
                 if o.state
                     == (OrderState::Provisioning {
-                        step: nemordp_core::order::ProvisionStep::Created,
+                        step: nemordp_core::order::ProvisionStep::Booting,
                     }) =>
             {
                 Some(o.id)

@@ -128,7 +128,7 @@ fn traces_name_order_and_step_and_never_a_secret() {
     });
     let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     assert!(log.contains(&format!("order_id={order_id}")), "{log}");
-    assert!(log.contains("step=\"intent_recorded\""), "{log}");
+    assert!(log.contains("step=\"paid\""), "{log}");
     assert!(log.contains("step=\"booting\""), "{log}");
     assert!(log.contains("create outcome unknown"), "{log}");
     assert!(

@@ -220,6 +220,222 @@ async fn run_migrations(pool: &Pool<Db>) -> Result<()> {
     tx.commit().await.map_err(|e| db_err(NAME, OP, e))
 }
 
+/// Lower-case hex, the form both databases decode (`unhex`, `decode(…, 'hex')`).
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The document for `COMMIT_STEP_SQL` (migration 4) when `batch` has the shape of a
+/// provisioning step: fenced; at most one order update, one instance record and one set of
+/// credentials; any outbox entries; optionally finishing the job; nothing else. `None` sends
+/// the batch down the general path, which handles every shape.
+fn commit_step_doc(batch: &Batch, now: Timestamp) -> Result<Option<String>> {
+    use serde_json::{Value, json};
+    const OP: &str = "commit";
+    let Some(lease) = &batch.fence else {
+        return Ok(None);
+    };
+    if batch.inbound_event.is_some()
+        || !batch.payments.is_empty()
+        || !batch.jobs.is_empty()
+        || !batch.records.is_empty()
+        || batch.orders.len() > 1
+        || batch.instances.len() > 1
+        || batch.credentials.len() > 1
+    {
+        return Ok(None);
+    }
+    let mut doc = serde_json::Map::new();
+    doc.insert("now".into(), json!(ms(now)));
+    doc.insert(
+        "fence".into(),
+        json!({
+            "job_id": lease.job_id.to_string(),
+            "owner": lease.owner,
+            "epoch": to_i64(NAME, OP, lease.epoch)?,
+        }),
+    );
+    match batch.orders.first() {
+        None => {}
+        Some(OrderWrite::Update(order)) => {
+            let mut next = order.clone();
+            next.version = order.version.saturating_add(1);
+            doc.insert(
+                "order".into(),
+                json!({
+                    "id": order.id.to_string(),
+                    "expected": to_i64(NAME, OP, order.version)?,
+                    "version": to_i64(NAME, OP, next.version)?,
+                    "state_kind": enum_name(NAME, OP, &next.state.kind())?,
+                    "updated_at": ms(next.updated_at),
+                    "data": to_json(NAME, OP, &next)?,
+                }),
+            );
+        }
+        // Inserts (and any future write) take the general path.
+        Some(_) => return Ok(None),
+    }
+    if let Some(record) = batch.instances.first() {
+        let mut data = record.clone();
+        data.sealed_password = None;
+        doc.insert(
+            "instance".into(),
+            json!({
+                "order_id": record.order_id.to_string(),
+                "sealed_password": record.sealed_password.as_deref().map(hex),
+                "updated_at": ms(record.updated_at),
+                "data": to_json(NAME, OP, &data)?,
+            }),
+        );
+    }
+    if let Some(creds) = batch.credentials.first() {
+        doc.insert(
+            "credentials".into(),
+            json!({
+                "order_id": creds.order_id.to_string(),
+                "username": creds.username,
+                "key_id": creds.key_id,
+                "sealed_password": hex(&creds.sealed_password),
+                "created_at": ms(creds.created_at),
+            }),
+        );
+    }
+    let outbox = batch
+        .outbox
+        .iter()
+        .map(|entry| {
+            Ok(json!({
+                "id": entry.id.to_string(),
+                "order_id": entry.order_id.to_string(),
+                "kind": to_json(NAME, OP, &entry.kind)?,
+                "created_at": ms(entry.created_at),
+                "attempts": i64::from(entry.attempts),
+                "next_attempt_at": ms(entry.next_attempt_at),
+                "delivered_at": entry.delivered_at.map(ms),
+                "last_error": entry.last_error,
+                "failed_at": entry.failed_at.map(ms),
+                "history": to_json(NAME, OP, &entry.history)?,
+            }))
+        })
+        .collect::<Result<Vec<Value>>>()?;
+    doc.insert("outbox".into(), Value::Array(outbox));
+    if let Some(outcome) = &batch.finish_job {
+        let (state, run_at, error) = finish_columns(outcome)?;
+        doc.insert(
+            "finish".into(),
+            json!({
+                "state": job_state_name(state)?,
+                "run_at": run_at,
+                "set_error": error.is_some(),
+                "error": error.flatten(),
+            }),
+        );
+    }
+    to_json(NAME, OP, &Value::Object(doc)).map(Some)
+}
+
+/// A finished job's new state, `run_at` (kept when `None`) and `last_error` (kept when
+/// `None`, else replaced by the inner value).
+fn finish_columns(outcome: &JobOutcome) -> Result<(JobState, Option<i64>, Option<Option<String>>)> {
+    Ok(match outcome {
+        JobOutcome::Done => (JobState::Done, None, None),
+        JobOutcome::Retry { run_at, error } => {
+            (JobState::Queued, Some(ms(*run_at)), Some(error.clone()))
+        }
+        JobOutcome::Failed { error } => (JobState::Failed, None, Some(Some(error.clone()))),
+        _ => {
+            return Err(err(
+                NAME,
+                ErrorKind::InvalidInput,
+                "commit",
+                "unknown job outcome",
+            ));
+        }
+    })
+}
+
+impl This {
+    /// Applies a provisioning step's batch in one statement (`COMMIT_STEP_SQL`), turning the
+    /// statement's named refusals into the errors the general path gives.
+    async fn commit_step(&self, batch: &Batch, doc: String) -> Result<CommitOutcome> {
+        const OP: &str = "commit";
+        let Err(e) = sqlx::query(COMMIT_STEP_SQL)
+            .bind(doc)
+            .execute(&self.pool)
+            .await
+        else {
+            return Ok(CommitOutcome::Applied);
+        };
+        let refusal = match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => "nemordp:outbox_exists",
+            sqlx::Error::Database(d) => ["nemordp:lease_lost", "nemordp:order_conflict", "nemordp:outbox_exists"]
+                .into_iter()
+                .find(|r| d.message().contains(r))
+                .unwrap_or_default(),
+            _ => "",
+        };
+        Err(match refusal {
+            "nemordp:lease_lost" => {
+                let lease = batch.fence.as_ref().ok_or_else(|| db_err(NAME, OP, e))?;
+                err(
+                    NAME,
+                    ErrorKind::Conflict,
+                    OP,
+                    format!(
+                        "lease lost: job {} is no longer held by {} at epoch {}",
+                        lease.job_id, lease.owner, lease.epoch
+                    ),
+                )
+            }
+            "nemordp:order_conflict" => {
+                let Some(OrderWrite::Update(order)) = batch.orders.first() else {
+                    return Err(db_err(NAME, OP, e));
+                };
+                let current: Option<i64> = sqlx::query("SELECT version FROM orders WHERE id = $1")
+                    .bind(order.id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .and_then(|row| row.map(|r| r.try_get::<i64, _>(0)).transpose())
+                    .map_err(|e| db_err(NAME, OP, e))?;
+                match current {
+                    None => err(
+                        NAME,
+                        ErrorKind::NotFound,
+                        OP,
+                        format!("order {} not found", order.id),
+                    ),
+                    Some(v) => err(
+                        NAME,
+                        ErrorKind::Conflict,
+                        OP,
+                        format!("order {} is at version {v}, not {}", order.id, order.version),
+                    ),
+                }
+            }
+            "nemordp:outbox_exists" => err(
+                NAME,
+                ErrorKind::AlreadyExists,
+                OP,
+                format!(
+                    "outbox entry {} already exists",
+                    batch
+                        .outbox
+                        .iter()
+                        .map(|o| o.id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            ),
+            _ => db_err(NAME, OP, e),
+        })
+    }
+}
+
 impl This {
     /// One outbox entry, or `NotFound`.
     async fn outbox_entry(&self, op: &'static str, id: NotificationId) -> Result<OutboxEntry> {
@@ -425,21 +641,7 @@ impl This {
         }
         // (g) Finish the fenced job.
         if let (Some(lease), Some(outcome)) = (&batch.fence, &batch.finish_job) {
-            let (state, run_at, error) = match outcome {
-                JobOutcome::Done => (JobState::Done, None, None),
-                JobOutcome::Retry { run_at, error } => {
-                    (JobState::Queued, Some(ms(*run_at)), Some(error.clone()))
-                }
-                JobOutcome::Failed { error } => (JobState::Failed, None, Some(Some(error.clone()))),
-                _ => {
-                    return Err(err(
-                        NAME,
-                        ErrorKind::InvalidInput,
-                        OP,
-                        "unknown job outcome",
-                    ));
-                }
-            };
+            let (state, run_at, error) = finish_columns(outcome)?;
             sqlx::query(
                 "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, updated_at = $1, \
                  state = $2, run_at = COALESCE($3, run_at), \
@@ -795,6 +997,9 @@ impl Store for This {
 
     async fn commit(&self, batch: Batch, now: Timestamp) -> Result<CommitOutcome> {
         const OP: &str = "commit";
+        if let Some(doc) = commit_step_doc(&batch, now)? {
+            return self.commit_step(&batch, doc).await;
+        }
         let mut tx = begin_write(&self.pool, OP).await?;
         match Self::apply(&mut tx, &batch, now).await {
             Ok(true) => {

@@ -31,7 +31,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "outbox failures",
         sql: include_str!("../migrations/sqlite/0003_outbox_failures.sql"),
     },
+    Migration {
+        version: 4,
+        description: "one-statement provisioning steps",
+        sql: include_str!("../migrations/sqlite/0004_commit_step.sql"),
+    },
 ];
+
+/// Applies a provisioning step's batch in one statement (migration 4).
+const COMMIT_STEP_SQL: &str = "INSERT INTO commit_step (doc) VALUES ($1)";
 
 /// SQLite serialises writers itself (`BEGIN IMMEDIATE`); nothing to lock.
 const MIGRATION_LOCK_SQL: &str = "";

@@ -73,6 +73,73 @@ enum Next {
     Finished,
 }
 
+/// A claimed job while it runs: its lease (renewed by the heartbeat) and what this run last
+/// wrote for its order. Only the lease holder writes an order's instance record, and every
+/// order write is a compare-and-set, so a stale copy can only cost a `Conflict` and a re-read;
+/// it saves the two reads each step would otherwise start with.
+pub(crate) struct RunningJob {
+    lease: tokio::sync::Mutex<Lease>,
+    written: std::sync::Mutex<Option<Written>>,
+}
+
+/// The order and instance record as the last commit of this run left them.
+struct Written {
+    order: Order,
+    instance: InstanceRecord,
+}
+
+impl Written {
+    /// What committing `batch` leaves for `order_id`: known only when the batch updates the
+    /// order and puts its instance record and the job goes on (no `finish`).
+    fn of(order_id: OrderId, batch: &Batch) -> Option<Self> {
+        if batch.finish_job.is_some() || batch.orders.len() != 1 {
+            return None;
+        }
+        let crate::store::OrderWrite::Update(order) = &batch.orders[0] else {
+            return None;
+        };
+        let instance = batch.instances.iter().rfind(|r| r.order_id == order_id)?;
+        let mut order = order.clone();
+        if order.id != order_id {
+            return None;
+        }
+        // The store bumps the version of every order it updates.
+        order.version = order.version.saturating_add(1);
+        Some(Self {
+            order,
+            instance: instance.clone(),
+        })
+    }
+}
+
+impl RunningJob {
+    fn new(lease: Lease) -> Self {
+        Self {
+            lease: tokio::sync::Mutex::new(lease),
+            written: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn lease(&self) -> Lease {
+        self.lease.lock().await.clone()
+    }
+
+    fn remember(&self, written: Option<Written>) {
+        *self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = written;
+    }
+
+    /// Takes what the last commit wrote (at most once: a failed step must read afresh).
+    fn take_written(&self) -> Option<Written> {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
 const CREDENTIALS_FIELD: &str = "password";
 const ADMIN_PASSWORD_FIELD: &str = "admin_password";
 
@@ -111,12 +178,12 @@ impl Provisioner {
     /// Runs one claimed job with a heartbeat beside it.
     async fn execute(&self, claimed: ClaimedJob) {
         let ClaimedJob { job, lease } = claimed;
-        let lease = Arc::new(tokio::sync::Mutex::new(lease));
+        let running = RunningJob::new(lease);
         let work = async {
             match job.kind {
-                JobKind::Provision => self.provision(job.order_id, &lease, job.created_at).await,
+                JobKind::Provision => self.provision(job.order_id, &running, job.created_at).await,
                 kind => {
-                    self.lifecycle(kind, job.order_id, job.note.as_deref(), &lease)
+                    self.lifecycle(kind, job.order_id, job.note.as_deref(), &running)
                         .await
                 }
             }
@@ -125,7 +192,7 @@ impl Provisioner {
             let every = self.inner.config.lease_for / 3;
             loop {
                 tokio::time::sleep(every).await;
-                let mut held = lease.lock().await;
+                let mut held = running.lease.lock().await;
                 match self
                     .inner
                     .store
@@ -148,7 +215,7 @@ impl Provisioner {
             Err(Halt::LeaseLost) => tracing::info!("lease lost; another worker owns the job now"),
             Err(Halt::Stale) => {
                 // The records kept changing under us; hand the job back to run again at once.
-                let fence = Self::current_lease(&lease).await;
+                let fence = running.lease().await;
                 let retry = JobOutcome::Retry {
                     run_at: self.now(),
                     error: Some("records changed while the job ran".into()),
@@ -168,33 +235,31 @@ impl Provisioner {
         }
     }
 
-    async fn current_lease(lease: &tokio::sync::Mutex<Lease>) -> Lease {
-        lease.lock().await.clone()
-    }
-
-    /// Commits `batch` fenced by the lease, with crash points before and after.
+    /// Commits `batch` fenced by the job, with crash points before and after.
     async fn commit_step(
         &self,
         order_id: OrderId,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
         batch: Batch,
         what: &'static str,
     ) -> StepResult<()> {
         if self.crash(order_id, what) {
             return Err(Halt::Crashed);
         }
-        let fence = Self::current_lease(lease).await;
+        let fence = job.lease().await;
+        // What this commit leaves in the store, kept so the next step need not read it back.
+        let batch_written = Written::of(order_id, &batch);
         match self
             .inner
             .store
             .commit(batch.fenced(&fence), self.now())
             .await
         {
-            Ok(_) => {}
+            Ok(_) => job.remember(batch_written),
             Err(e) if e.kind() == ErrorKind::Conflict => {
                 // Lost lease, or a compare-and-set that lost to another writer? A heartbeat
                 // tells them apart.
-                let mut held = lease.lock().await;
+                let mut held = job.lease.lock().await;
                 return match self
                     .inner
                     .store
@@ -258,14 +323,14 @@ impl Provisioner {
     async fn reschedule(
         &self,
         order_id: OrderId,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
         batch: Batch,
         at: Timestamp,
         error: Option<String>,
     ) -> StepResult<()> {
         self.commit_step(
             order_id,
-            lease,
+            job,
             batch.finish(JobOutcome::Retry { run_at: at, error }),
             "before_commit:reschedule",
         )
@@ -275,7 +340,7 @@ impl Provisioner {
     async fn escalate(
         &self,
         order: &Order,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
         reason: AttentionReason,
     ) -> StepResult<()> {
         let now = self.now();
@@ -298,7 +363,7 @@ impl Provisioner {
             .finish(JobOutcome::Failed {
                 error: reason.message.clone(),
             });
-        self.commit_step(order.id, lease, batch, "before_commit:escalate")
+        self.commit_step(order.id, job, batch, "before_commit:escalate")
             .await?;
         metrics::counter!("nemordp_needs_attention_total", "code" => format!("{:?}", reason.code))
             .increment(1);
@@ -313,7 +378,7 @@ impl Provisioner {
         &self,
         order: &Order,
         record: &InstanceRecord,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
         err: &Error,
     ) -> StepResult<()> {
         let now = self.now();
@@ -322,7 +387,7 @@ impl Provisioner {
                 AttentionCode::ProviderOutage,
                 format!("provider kept failing past the order deadline: {err}"),
             );
-            return self.escalate(order, lease, reason).await;
+            return self.escalate(order, job, reason).await;
         }
         let mut next = record.clone();
         next.progress.failures += 1;
@@ -332,7 +397,7 @@ impl Provisioner {
         tracing::warn!(error = %err, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "transient provider failure; retrying");
         self.reschedule(
             order.id,
-            lease,
+            job,
             Batch::new().put_instance(next),
             now.saturating_add(wait),
             Some(err.to_string()),
@@ -350,12 +415,12 @@ impl Provisioner {
     async fn provision(
         &self,
         order_id: OrderId,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
         paid_at: Timestamp,
     ) -> StepResult<()> {
         let mut stale = 0;
         loop {
-            match self.provision_step(order_id, lease, paid_at).await {
+            match self.provision_step(order_id, job, paid_at).await {
                 Ok(Next::Continue) => {}
                 Ok(Next::Wait | Next::Finished) => return Ok(()),
                 Err(Halt::Stale) if stale < 8 => stale += 1,
@@ -369,12 +434,17 @@ impl Provisioner {
     async fn provision_step(
         &self,
         order_id: OrderId,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
         paid_at: Timestamp,
     ) -> StepResult<Next> {
         let store = self.inner.store.clone();
+        let written = job.take_written();
         {
-            let Some(mut order) = store.get_order(order_id).await? else {
+            let order = match &written {
+                Some(w) => Some(w.order.clone()),
+                None => store.get_order(order_id).await?,
+            };
+            let Some(mut order) = order else {
                 // A job for an order that does not exist: nothing can ever make it run.
                 tracing::error!("provisioning job for a missing order");
                 let failed = JobOutcome::Failed {
@@ -382,7 +452,7 @@ impl Provisioner {
                 };
                 self.commit_step(
                     order_id,
-                    lease,
+                    job,
                     Batch::new().finish(failed),
                     "before_commit:failed",
                 )
@@ -396,34 +466,39 @@ impl Provisioner {
             };
             tracing::Span::current().record("step", step_name);
             let next = match order.state.clone() {
-                OrderState::Paid => self.record_intent(&mut order, lease).await?,
+                OrderState::Paid => self.record_intent(&mut order, job).await?,
                 OrderState::Provisioning { step } => {
                     let Ok(plan) = self.plan(&order.plan_id).cloned() else {
                         let reason = AttentionReason::new(
                             AttentionCode::Other,
                             format!("plan {} is no longer in the catalog", order.plan_id),
                         );
-                        self.escalate(&order, lease, reason).await?;
+                        self.escalate(&order, job, reason).await?;
                         return Ok(Next::Finished);
                     };
-                    let record = store.get_instance(order_id).await?;
+                    let record = match written {
+                        Some(w) => Some(w.instance),
+                        None => store.get_instance(order_id).await?,
+                    };
                     let Some(record) = record else {
                         // Intent is written with the step, so this is a corrupt history.
                         let reason = AttentionReason::new(
                             AttentionCode::Other,
                             "provisioning without an instance record",
                         );
-                        self.escalate(&order, lease, reason).await?;
+                        self.escalate(&order, job, reason).await?;
                         return Ok(Next::Finished);
                     };
                     match step {
                         ProvisionStep::IntentRecorded => {
-                            self.lookup_or_create(&mut order, &plan, record, lease)
+                            self.lookup_or_create(&mut order, &plan, record, job, None)
                                 .await?
                         }
                         ProvisionStep::CreateUnknown => {
-                            self.resolve_unknown(&mut order, record, lease).await?
+                            self.resolve_unknown(&mut order, record, job).await?
                         }
+                        // Since the create's result and the boot start are one write, only
+                        // records written by earlier versions stop here.
                         ProvisionStep::Created => {
                             let mut rec = record;
                             rec.progress.boot_started_at = Some(self.now());
@@ -436,7 +511,7 @@ impl Provisioner {
                             )?;
                             self.commit_step(
                                 order_id,
-                                lease,
+                                job,
                                 Batch::new().update_order(next).put_instance(rec),
                                 "before_commit:booting",
                             )
@@ -450,10 +525,12 @@ impl Provisioner {
                             Next::Continue
                         }
                         ProvisionStep::Booting => {
-                            self.wait_for_boot(&mut order, &plan, record, lease).await?
+                            self.wait_for_boot(&mut order, &plan, record, job, paid_at)
+                                .await?
                         }
+                        // As with `Created`: ready and active are one write now.
                         ProvisionStep::Ready => {
-                            self.activate(&order, lease, paid_at).await?;
+                            self.activate(&order, job, paid_at).await?;
                             Next::Finished
                         }
                     }
@@ -462,7 +539,7 @@ impl Provisioner {
                 _ => {
                     self.commit_step(
                         order_id,
-                        lease,
+                        job,
                         Batch::new().finish(JobOutcome::Done),
                         "before_commit:done",
                     )
@@ -474,40 +551,41 @@ impl Provisioner {
         }
     }
 
-    async fn record_intent(
-        &self,
-        order: &mut Order,
-        lease: &tokio::sync::Mutex<Lease>,
-    ) -> StepResult<Next> {
+    async fn record_intent(&self, order: &mut Order, job: &RunningJob) -> StepResult<Next> {
         let now = self.now();
         let plan = self.plan(&order.plan_id).map_err(Halt::Store)?.clone();
-        let record = match self.inner.store.get_instance(order.id).await? {
-            // An operator retry keeps the machine we may already have.
-            Some(existing) => existing,
-            None => InstanceRecord::intent(
+        let existing = self.inner.store.get_instance(order.id).await?;
+        let started = OutboxEntry::new(order.id, NotificationKind::ProvisioningStarted, now);
+        let intent = self.step(
+            order,
+            &OrderEvent::StepReached {
+                step: ProvisionStep::IntentRecorded,
+            },
+        )?;
+        let Some(record) = existing else {
+            // No record, so no create was ever sent for this order and no machine can carry
+            // its label: the intent is written with the create's own pre-write, and no lookup
+            // is needed.
+            let record = InstanceRecord::intent(
                 order.id,
                 plan.provider.clone(),
                 plan.region.clone(),
                 plan.size.clone(),
                 plan.image.clone().unwrap_or_default(),
                 now,
-            ),
+            );
+            self.emit(order.id, Stage::Preparing, 10, "provisioning started");
+            let mut intent = intent;
+            return self
+                .lookup_or_create(&mut intent, &plan, record, job, Some(started))
+                .await;
         };
-        let next = self.step(
-            order,
-            &OrderEvent::StepReached {
-                step: ProvisionStep::IntentRecorded,
-            },
-        )?;
+        // An operator retry keeps the machine we may already have.
         let batch = Batch::new()
-            .update_order(next)
+            .update_order(intent)
             .put_instance(record)
-            .notify(OutboxEntry::new(
-                order.id,
-                NotificationKind::ProvisioningStarted,
-                now,
-            ));
-        self.commit_step(order.id, lease, batch, "before_commit:intent")
+            .notify(started);
+        self.commit_step(order.id, job, batch, "before_commit:intent")
             .await?;
         self.emit(order.id, Stage::Preparing, 10, "provisioning started");
         self.inner.outbox_wake.notify_one();
@@ -515,31 +593,36 @@ impl Provisioner {
     }
 
     /// Adopts a machine carrying the order's label if there is one; otherwise creates one.
+    /// `started` is set for a fresh intent (nothing to look up): that notice and the intent
+    /// itself are written with the pre-create write.
     async fn lookup_or_create(
         &self,
         order: &mut Order,
         plan: &Plan,
         record: InstanceRecord,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
+        started: Option<OutboxEntry>,
     ) -> StepResult<Next> {
         let provider = self.provider(&plan.provider).map_err(Halt::Store)?.clone();
         if record.instance_id.is_some() {
-            return self.adopted(order, record, None, lease).await;
+            return self.adopted(order, record, None, job).await;
         }
-        match self.find_own(order, &provider, &record, lease).await? {
-            Found::One(instance) => {
-                return self.adopted(order, record, Some(instance), lease).await;
+        if started.is_none() {
+            match self.find_own(order, &provider, &record, job).await? {
+                Found::One(instance) => {
+                    return self.adopted(order, record, Some(instance), job).await;
+                }
+                Found::Handled(next) => return Ok(next),
+                Found::Nothing => {}
             }
-            Found::Handled(next) => return Ok(next),
-            Found::Nothing => {}
         }
         let image = match self.resolve_image(&provider, plan).await {
             Ok(i) => i,
             Err(e) if e.is_retryable() => {
-                self.transient(order, &record, lease, &e).await?;
+                self.transient(order, &record, job, &e).await?;
                 return Ok(Next::Wait);
             }
-            Err(e) => return self.rejected(order, lease, &e).await,
+            Err(e) => return self.rejected(order, job, &e).await,
         };
         let caps = provider.capabilities();
         let username = plan.os.default_username();
@@ -579,15 +662,18 @@ impl Provisioner {
             },
         )?;
         // Persisted before the side effect: from here a crash resolves by label lookups.
-        self.commit_step(
-            order.id,
-            lease,
-            Batch::new()
-                .update_order(unknown.clone())
-                .put_instance(rec.clone()),
-            "before_commit:create_unknown",
-        )
-        .await?;
+        let mut batch = Batch::new()
+            .update_order(unknown.clone())
+            .put_instance(rec.clone());
+        let wake_outbox = started.is_some();
+        if let Some(entry) = started {
+            batch = batch.notify(entry);
+        }
+        self.commit_step(order.id, job, batch, "before_commit:create_unknown")
+            .await?;
+        if wake_outbox {
+            self.inner.outbox_wake.notify_one();
+        }
         let mut order_now = unknown;
         order_now.version += 1;
 
@@ -651,10 +737,7 @@ impl Provisioner {
             return Err(Halt::Crashed);
         }
         match result {
-            Ok(instance) => {
-                self.adopted(&mut order_now, rec, Some(instance), lease)
-                    .await
-            }
+            Ok(instance) => self.adopted(&mut order_now, rec, Some(instance), job).await,
             Err(e) if e.kind() == ErrorKind::RateLimited => {
                 // 429: provably not processed, so the create may be sent again.
                 rec.create_attempts = rec.create_attempts.saturating_sub(1);
@@ -668,7 +751,7 @@ impl Provisioner {
                 let at = self.now().saturating_add(self.backoff(0, e.retry_after()));
                 self.reschedule(
                     order.id,
-                    lease,
+                    job,
                     Batch::new().update_order(back).put_instance(rec),
                     at,
                     Some(e.to_string()),
@@ -690,11 +773,11 @@ impl Provisioner {
                     "create outcome unknown; looking the machine up",
                 );
                 let at = self.now().saturating_add(self.inner.config.lookup_interval);
-                self.reschedule(order.id, lease, Batch::new(), at, Some(e.to_string()))
+                self.reschedule(order.id, job, Batch::new(), at, Some(e.to_string()))
                     .await?;
                 Ok(Next::Wait)
             }
-            Err(e) => self.rejected(&order_now, lease, &e).await,
+            Err(e) => self.rejected(&order_now, job, &e).await,
         }
     }
 
@@ -729,19 +812,14 @@ impl Provisioner {
         Ok(image)
     }
 
-    async fn rejected(
-        &self,
-        order: &Order,
-        lease: &tokio::sync::Mutex<Lease>,
-        e: &Error,
-    ) -> StepResult<Next> {
+    async fn rejected(&self, order: &Order, job: &RunningJob, e: &Error) -> StepResult<Next> {
         let code = match e.kind() {
             ErrorKind::Unauthenticated | ErrorKind::PermissionDenied => {
                 AttentionCode::ProviderAccount
             }
             _ => AttentionCode::ProviderRejected,
         };
-        self.escalate(order, lease, AttentionReason::new(code, e.to_string()))
+        self.escalate(order, job, AttentionReason::new(code, e.to_string()))
             .await?;
         Ok(Next::Finished)
     }
@@ -753,7 +831,7 @@ impl Provisioner {
         order: &mut Order,
         mut rec: InstanceRecord,
         instance: Option<Instance>,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
     ) -> StepResult<Next> {
         let now = self.now();
         if let Some(inst) = instance {
@@ -769,21 +847,34 @@ impl Provisioner {
         rec.progress.unknown_since = None;
         rec.progress.lookup_misses = 0;
         rec.progress.failures = 0;
+        rec.progress.boot_started_at = Some(now);
         rec.updated_at = now;
-        let next = self.step(
+        // Created and booting in one write: nothing happens between them.
+        let created = self.step(
             order,
             &OrderEvent::StepReached {
                 step: ProvisionStep::Created,
             },
         )?;
+        let booting = self.step(
+            &created,
+            &OrderEvent::StepReached {
+                step: ProvisionStep::Booting,
+            },
+        )?;
         self.commit_step(
             order.id,
-            lease,
-            Batch::new().update_order(next).put_instance(rec),
+            job,
+            Batch::new().update_order(booting).put_instance(rec),
             "before_commit:created",
         )
         .await?;
         self.emit(order.id, Stage::Created, 30, "machine created");
+        let installing = match self.plan(&order.plan_id) {
+            Ok(plan) => format!("{} is installing", plan.os),
+            Err(_) => "the machine is installing".to_owned(),
+        };
+        self.emit(order.id, Stage::Booting, 40, installing);
         Ok(Next::Continue)
     }
 
@@ -793,14 +884,14 @@ impl Provisioner {
         &self,
         order: &mut Order,
         mut rec: InstanceRecord,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
     ) -> StepResult<Next> {
         let provider = self.provider(&rec.provider).map_err(Halt::Store)?.clone();
         if rec.instance_id.is_some() {
-            return self.adopted(order, rec, None, lease).await;
+            return self.adopted(order, rec, None, job).await;
         }
-        match self.find_own(order, &provider, &rec, lease).await? {
-            Found::One(instance) => self.adopted(order, rec, Some(instance), lease).await,
+        match self.find_own(order, &provider, &rec, job).await? {
+            Found::One(instance) => self.adopted(order, rec, Some(instance), job).await,
             Found::Handled(next) => Ok(next),
             Found::Nothing => {
                 let now = self.now();
@@ -824,7 +915,7 @@ impl Provisioner {
                     )?;
                     self.commit_step(
                         order.id,
-                        lease,
+                        job,
                         Batch::new().update_order(back).put_instance(rec),
                         "before_commit:recreate",
                     )
@@ -832,7 +923,7 @@ impl Provisioner {
                     Ok(Next::Continue)
                 } else {
                     let at = now.saturating_add(cfg.lookup_interval);
-                    self.reschedule(order.id, lease, Batch::new().put_instance(rec), at, None)
+                    self.reschedule(order.id, job, Batch::new().put_instance(rec), at, None)
                         .await?;
                     Ok(Next::Wait)
                 }
@@ -847,7 +938,7 @@ impl Provisioner {
         order: &Order,
         provider: &Arc<dyn CloudProvider>,
         rec: &InstanceRecord,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
     ) -> StepResult<Found> {
         match self
             .call(
@@ -864,14 +955,14 @@ impl Provisioner {
                     AttentionCode::DuplicateInstances,
                     format!("{} machines carry label {}", found.len(), rec.label),
                 );
-                self.escalate(order, lease, reason).await?;
+                self.escalate(order, job, reason).await?;
                 Ok(Found::Handled(Next::Finished))
             }
             Err(e) if e.is_retryable() => {
-                self.transient(order, rec, lease, &e).await?;
+                self.transient(order, rec, job, &e).await?;
                 Ok(Found::Handled(Next::Wait))
             }
-            Err(e) => self.rejected(order, lease, &e).await.map(Found::Handled),
+            Err(e) => self.rejected(order, job, &e).await.map(Found::Handled),
         }
     }
 
@@ -884,7 +975,8 @@ impl Provisioner {
         order: &mut Order,
         plan: &Plan,
         mut rec: InstanceRecord,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
+        paid_at: Timestamp,
     ) -> StepResult<Next> {
         let provider = self.provider(&rec.provider).map_err(Halt::Store)?.clone();
         let cfg = &self.inner.config;
@@ -894,7 +986,7 @@ impl Provisioner {
         let Some(id) = rec.instance_id.clone() else {
             let reason =
                 AttentionReason::new(AttentionCode::Other, "booting without an instance id");
-            self.escalate(order, lease, reason).await?;
+            self.escalate(order, job, reason).await?;
             return Ok(Next::Finished);
         };
         let first_poll = cfg.provider_poll_initial.min(plan.boot_deadline() / 4);
@@ -908,7 +1000,7 @@ impl Provisioner {
         };
         if poll_due
             && let Some(next) = self
-                .poll_booting(order, &provider, &id, &mut rec, lease)
+                .poll_booting(order, &provider, &id, &mut rec, job)
                 .await?
         {
             return Ok(next);
@@ -923,13 +1015,13 @@ impl Provisioner {
             if outcome.is_ready() {
                 if rec.progress.running_since.is_none()
                     && let Some(next) = self
-                        .poll_booting(order, &provider, &id, &mut rec, lease)
+                        .poll_booting(order, &provider, &id, &mut rec, job)
                         .await?
                 {
                     return Ok(next);
                 }
                 if rec.progress.running_since.is_some() {
-                    return self.deliver(order, plan, rec, lease).await;
+                    return self.deliver(order, plan, rec, job, paid_at).await;
                 }
             }
         }
@@ -943,7 +1035,7 @@ impl Provisioner {
                     rec.progress.probes
                 ),
             );
-            self.escalate(order, lease, reason).await?;
+            self.escalate(order, job, reason).await?;
             return Ok(Next::Finished);
         }
         let next_poll = match rec.progress.provider_checked_at {
@@ -959,7 +1051,7 @@ impl Provisioner {
         let at = at
             .max(now.saturating_add(Duration::from_millis(1)))
             .min(deadline.max(now));
-        self.reschedule(order.id, lease, Batch::new().put_instance(rec), at, None)
+        self.reschedule(order.id, job, Batch::new().put_instance(rec), at, None)
             .await?;
         Ok(Next::Wait)
     }
@@ -973,7 +1065,7 @@ impl Provisioner {
         provider: &Arc<dyn CloudProvider>,
         id: &crate::ids::InstanceId,
         rec: &mut InstanceRecord,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
     ) -> StepResult<Option<Next>> {
         let now = self.now();
         let inst = match self
@@ -986,14 +1078,14 @@ impl Provisioner {
                     AttentionCode::InstanceLost,
                     format!("machine {id} disappeared while booting"),
                 );
-                self.escalate(order, lease, reason).await?;
+                self.escalate(order, job, reason).await?;
                 return Ok(Some(Next::Finished));
             }
             Err(e) if e.is_retryable() => {
-                self.transient(order, rec, lease, &e).await?;
+                self.transient(order, rec, job, &e).await?;
                 return Ok(Some(Next::Wait));
             }
-            Err(e) => return self.rejected(order, lease, &e).await.map(Some),
+            Err(e) => return self.rejected(order, job, &e).await.map(Some),
         };
         rec.progress.provider_checked_at = Some(now);
         rec.progress.provider_polls += 1;
@@ -1028,18 +1120,19 @@ impl Provisioner {
             ),
             _ => return Ok(None),
         };
-        self.escalate(order, lease, reason).await?;
+        self.escalate(order, job, reason).await?;
         Ok(Some(Next::Finished))
     }
 
-    /// RDP answers: seal the customer's credentials, queue the ready notification, and mark
-    /// the order ready, in one write; then activate.
+    /// RDP answers: seal the customer's credentials, queue the ready notification, mark the
+    /// order ready and then active, and finish the job, in one write.
     async fn deliver(
         &self,
         order: &mut Order,
         plan: &Plan,
         rec: InstanceRecord,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
+        paid_at: Timestamp,
     ) -> StepResult<Next> {
         let now = self.now();
         let Some(blob) = rec.sealed_password.as_ref() else {
@@ -1047,7 +1140,7 @@ impl Provisioner {
                 AttentionCode::Other,
                 "the machine's password was never received (provider returned none and ours was not used)",
             );
-            self.escalate(order, lease, reason).await?;
+            self.escalate(order, job, reason).await?;
             return Ok(Next::Finished);
         };
         let password = self
@@ -1071,12 +1164,14 @@ impl Provisioner {
                 step: ProvisionStep::Ready,
             },
         )?;
+        let active = ready.transition(&OrderEvent::Activated, now)?;
         let batch = Batch::new()
-            .update_order(ready.clone())
+            .update_order(active)
             .put_instance(rec)
             .put_credentials(creds)
-            .notify(OutboxEntry::new(order.id, NotificationKind::Ready, now));
-        self.commit_step(order.id, lease, batch, "before_commit:ready")
+            .notify(OutboxEntry::new(order.id, NotificationKind::Ready, now))
+            .finish(JobOutcome::Done);
+        self.commit_step(order.id, job, batch, "before_commit:ready")
             .await?;
         self.inner.outbox_wake.notify_one();
         self.emit(
@@ -1085,30 +1180,37 @@ impl Provisioner {
             90,
             "RDP is answering; credentials sealed",
         );
-        Ok(Next::Continue)
+        self.activated(order.id, now, paid_at);
+        Ok(Next::Finished)
     }
 
+    /// Activates an order stored as ready (written by earlier versions, which activated in a
+    /// write of its own).
     async fn activate(
         &self,
         order: &Order,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
         paid_at: Timestamp,
     ) -> StepResult<()> {
         let now = self.now();
         let next = order.transition(&OrderEvent::Activated, now)?;
         self.commit_step(
             order.id,
-            lease,
+            job,
             Batch::new().update_order(next).finish(JobOutcome::Done),
             "before_commit:active",
         )
         .await?;
+        self.activated(order.id, now, paid_at);
+        Ok(())
+    }
+
+    fn activated(&self, order_id: OrderId, now: Timestamp, paid_at: Timestamp) {
         metrics::counter!("nemordp_provisions_total", "outcome" => "active").increment(1);
         #[allow(clippy::cast_precision_loss)] // seconds for a histogram, not money
         metrics::histogram!("nemordp_paid_to_active_seconds")
             .record(now.duration_since(paid_at).as_millis() as f64 / 1000.0);
-        self.emit(order.id, Stage::Active, 100, "delivered");
-        Ok(())
+        self.emit(order_id, Stage::Active, 100, "delivered");
     }
 
     /// Restart, stop, start, suspend, unsuspend, terminate: converge on the asked state,
@@ -1118,7 +1220,7 @@ impl Provisioner {
         kind: JobKind,
         order_id: OrderId,
         note: Option<&str>,
-        lease: &tokio::sync::Mutex<Lease>,
+        job: &RunningJob,
     ) -> StepResult<()> {
         let store = self.inner.store.clone();
         let now = self.now();
@@ -1126,7 +1228,7 @@ impl Provisioner {
             return self
                 .commit_step(
                     order_id,
-                    lease,
+                    job,
                     Batch::new().finish(JobOutcome::Failed {
                         error: "order not found".into(),
                     }),
@@ -1148,7 +1250,7 @@ impl Provisioner {
             )
         };
         let failures = store
-            .get_job(Self::current_lease(lease).await.job_id)
+            .get_job(job.lease().await.job_id)
             .await?
             .map_or(0, |j| j.attempt);
         let (Some(provider), Some(rec)) = (provider, record) else {
@@ -1162,7 +1264,7 @@ impl Provisioner {
                 ));
             }
             return self
-                .commit_step(order_id, lease, batch, "before_commit:done")
+                .commit_step(order_id, job, batch, "before_commit:done")
                 .await;
         };
         let id = rec.instance_id.clone();
@@ -1239,7 +1341,7 @@ impl Provisioner {
             Ok(batch) => {
                 self.commit_step(
                     order_id,
-                    lease,
+                    job,
                     batch.finish(JobOutcome::Done),
                     "before_commit:lifecycle",
                 )
@@ -1255,13 +1357,13 @@ impl Provisioner {
             }
             Err(e) if e.is_retryable() || e.kind() == ErrorKind::Ambiguous => {
                 let (at, msg) = retry(&e, failures);
-                self.reschedule(order_id, lease, Batch::new(), at, Some(msg))
+                self.reschedule(order_id, job, Batch::new(), at, Some(msg))
                     .await
             }
             Err(e) => {
                 self.commit_step(
                     order_id,
-                    lease,
+                    job,
                     Batch::new().finish(JobOutcome::Failed {
                         error: e.to_string(),
                     }),

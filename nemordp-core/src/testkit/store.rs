@@ -65,6 +65,7 @@ where
     claim_bumps_epoch_and_heartbeat_extends(&*fresh().await).await;
     expired_lease_is_reclaimed_and_old_holder_fenced(&*fresh().await).await;
     fenced_commit_applies_while_lease_holds(&*fresh().await).await;
+    fenced_step_is_all_or_nothing(&*fresh().await).await;
     finish_requires_fence(&*fresh().await).await;
     finish_done_retry_failed(&*fresh().await).await;
     retried_job_waits_for_run_at(&*fresh().await).await;
@@ -1558,6 +1559,182 @@ pub async fn expired_lease_is_reclaimed_and_old_holder_fenced(store: &dyn Store)
             Some(("rescuer".to_owned(), rescued.lease.epoch))
         ),
         "store kit: {C}: the stale holder must not disturb the new holder's lease"
+    );
+}
+
+/// Rule: a provisioning step's batch (fenced; an order update, the order's instance record
+/// and credentials with binary sealed passwords, outbox entries, optionally finishing the job)
+/// applies whole and reads back byte for byte; a stale order version, a taken outbox id or a
+/// lost lease in such a batch writes none of it. (SQL stores apply this shape in one
+/// statement of their own, so it is checked on its own here.)
+pub async fn fenced_step_is_all_or_nothing(store: &dyn Store) {
+    const C: &str = "fenced_step_is_all_or_nothing";
+    let o = seed_order(store, C, at(0)).await;
+    let j = seed_job(store, C, o.id, at(0)).await;
+    let held = claim_one(store, C, &claim("w1", 1, 600, at(1))).await;
+
+    // Every byte value, so an encoding that mangles any of them shows.
+    let all_bytes: Vec<u8> = (0..=255_u8).rev().collect();
+    let mut rec = InstanceRecord::intent(o.id, "sim", "lagos", "2c-4g", "win-2022", at(2));
+    rec.instance_id = Some("i-1".into());
+    rec.sealed_password = Some(all_bytes.clone());
+    let creds = SealedCredentials::new(o.id, "Administrator", "k1", all_bytes.clone(), at(2));
+    let started = OutboxEntry::new(o.id, NotificationKind::ProvisioningStarted, at(2));
+    let next = o
+        .transition(&OrderEvent::PaymentRequested, at(2))
+        .expect("legal transition");
+    let res = store
+        .commit(
+            Batch::new()
+                .fenced(&held.lease)
+                .update_order(next.clone())
+                .put_instance(rec.clone())
+                .put_credentials(creds.clone())
+                .notify(started.clone()),
+            at(2),
+        )
+        .await;
+    assert!(
+        matches!(res, Ok(CommitOutcome::Applied)),
+        "store kit: {C}: a fenced step must apply, got {res:?}"
+    );
+    let mut stored_next = next.clone();
+    stored_next.version = next.version + 1;
+    assert_eq!(
+        ok(C, "get_order", store.get_order(o.id)).await,
+        Some(stored_next.clone()),
+        "store kit: {C}: the step's order must read back at version + 1"
+    );
+    assert_eq!(
+        ok(C, "get_instance", store.get_instance(o.id)).await,
+        Some(rec.clone()),
+        "store kit: {C}: the step's instance record must read back byte for byte"
+    );
+    assert_eq!(
+        ok(C, "get_credentials", store.get_credentials(o.id)).await,
+        Some(creds.clone()),
+        "store kit: {C}: the step's credentials must read back byte for byte"
+    );
+    let queued = ok(C, "outbox_for_order", store.outbox_for_order(o.id)).await;
+    assert_eq!(
+        queued.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![started.id],
+        "store kit: {C}: the step's outbox entry must be queued"
+    );
+
+    // Refused steps: each would also replace the instance record and queue a notice.
+    let mut other = rec.clone();
+    other.address = Some(std::net::IpAddr::from([192, 0, 2, 7]));
+    other.sealed_password = None;
+    let ready = OutboxEntry::new(o.id, NotificationKind::Ready, at(3));
+    let attempts: [(&str, Batch, ErrorKind); 2] = [
+        (
+            "a stale order version",
+            Batch::new()
+                .fenced(&held.lease)
+                .update_order(next.clone())
+                .put_instance(other.clone())
+                .notify(ready.clone()),
+            ErrorKind::Conflict,
+        ),
+        (
+            "an outbox id already taken",
+            Batch::new()
+                .fenced(&held.lease)
+                .update_order(stored_next.clone())
+                .put_instance(other.clone())
+                .notify(started.clone()),
+            ErrorKind::AlreadyExists,
+        ),
+    ];
+    for (what, batch, kind) in attempts {
+        let res = store.commit(batch, at(3)).await;
+        assert_eq!(
+            kind_of(&res),
+            Some(kind),
+            "store kit: {C}: a fenced step with {what} must be {kind:?}, got {res:?}"
+        );
+        assert_eq!(
+            (
+                ok(C, "get_order", store.get_order(o.id)).await,
+                ok(C, "get_instance", store.get_instance(o.id)).await,
+                ok(C, "outbox_for_order", store.outbox_for_order(o.id))
+                    .await
+                    .len(),
+            ),
+            (Some(stored_next.clone()), Some(rec.clone()), 1),
+            "store kit: {C}: a fenced step with {what} must write nothing"
+        );
+    }
+
+    // A step that finishes the job: everything lands, and the job is queued again.
+    let later = stored_next
+        .transition(&OrderEvent::PaymentExpired, at(4))
+        .expect("legal transition");
+    let res = store
+        .commit(
+            Batch::new()
+                .fenced(&held.lease)
+                .update_order(later.clone())
+                .put_instance(other.clone())
+                .notify(ready.clone())
+                .finish(JobOutcome::Retry {
+                    run_at: at(90),
+                    error: Some("boot still running".into()),
+                }),
+            at(4),
+        )
+        .await;
+    assert!(
+        matches!(res, Ok(CommitOutcome::Applied)),
+        "store kit: {C}: a fenced step that finishes its job must apply, got {res:?}"
+    );
+    let retried = job(store, C, j.id).await;
+    assert_eq!(
+        (
+            retried.state,
+            retried.run_at,
+            retried.last_error.as_deref(),
+            retried.lease.is_none()
+        ),
+        (JobState::Queued, at(90), Some("boot still running"), true),
+        "store kit: {C}: the finished step must queue the job at its run_at with its error"
+    );
+    assert_eq!(
+        (
+            ok(C, "get_instance", store.get_instance(o.id)).await,
+            ok(C, "outbox_for_order", store.outbox_for_order(o.id))
+                .await
+                .len(),
+        ),
+        (Some(other.clone()), 2),
+        "store kit: {C}: the finishing step must write its instance record and notice"
+    );
+
+    // The lease ended with the job: the same step again is refused and writes nothing.
+    let res = store
+        .commit(
+            Batch::new()
+                .fenced(&held.lease)
+                .put_instance(rec.clone())
+                .notify(OutboxEntry::new(o.id, NotificationKind::Ready, at(5))),
+            at(5),
+        )
+        .await;
+    assert_eq!(
+        kind_of(&res),
+        Some(ErrorKind::Conflict),
+        "store kit: {C}: a step fenced by a finished job's lease must be Conflict, got {res:?}"
+    );
+    assert_eq!(
+        (
+            ok(C, "get_instance", store.get_instance(o.id)).await,
+            ok(C, "outbox_for_order", store.outbox_for_order(o.id))
+                .await
+                .len(),
+        ),
+        (Some(other), 2),
+        "store kit: {C}: a step fenced by a finished job's lease must write nothing"
     );
 }
 
