@@ -728,6 +728,18 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// One order.
     async fn get_order(&self, id: OrderId) -> Result<Option<Order>>;
 
+    /// The orders among `ids` that exist, in no particular order. The default reads them one
+    /// by one; SQL stores answer in one query.
+    async fn get_orders(&self, ids: &[OrderId]) -> Result<Vec<Order>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(order) = self.get_order(*id).await? {
+                found.push(order);
+            }
+        }
+        Ok(found)
+    }
+
     /// Orders in id order, filtered.
     async fn list_orders(&self, query: &OrderQuery) -> Result<Vec<Order>>;
 
@@ -764,6 +776,23 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// Marks an entry delivered (idempotent).
     async fn mark_outbox_delivered(&self, id: NotificationId, now: Timestamp) -> Result<()>;
+
+    /// Marks several entries delivered (idempotent). Every known id is marked even when
+    /// another is unknown, which then makes the call `NotFound`. The default marks them one
+    /// by one; SQL stores mark them in one statement.
+    async fn mark_outbox_delivered_many(
+        &self,
+        ids: &[NotificationId],
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut first_error = None;
+        for id in ids {
+            if let Err(e) = self.mark_outbox_delivered(*id, now).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
 
     /// Records a failed attempt of a pending entry in its history and `last_error`, and
     /// schedules the next attempt. No-op on a delivered or failed entry.

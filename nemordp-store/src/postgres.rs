@@ -38,6 +38,14 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// Orders by id; the ids arrive as one JSON array, unpacked once so that `= ANY` probes the primary key.
+const GET_ORDERS_SQL: &str = "SELECT id, data, version FROM orders \
+     WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))";
+
+/// Marks outbox entries delivered by id; the ids arrive as one JSON array, unpacked once so that `= ANY` probes the primary key.
+const MARK_DELIVERED_MANY_SQL: &str = "UPDATE outbox SET delivered_at = COALESCE(delivered_at, $1) \
+     WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))";
+
 /// Applies a provisioning step's batch in one statement (migration 4).
 const COMMIT_STEP_SQL: &str = "SELECT nemordp_commit_step($1::jsonb)";
 
@@ -118,8 +126,12 @@ impl PostgresStore {
     /// Like [`Self::connect`] with explicit options, e.g. a `search_path` for a schema:
     /// `options.options([("search_path", "tenant_a")])`.
     pub async fn connect_with(options: PgConnectOptions) -> nemordp_core::Result<Self> {
+        // No ping before each acquire: it doubled the round trips of every statement. A
+        // connection the server dropped fails its next statement with a retryable
+        // `Unavailable` and is replaced; `from_pool` lets a caller choose otherwise.
         let pool = PgPoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|e| crate::sql::db_err(NAME, "connect", e))?;

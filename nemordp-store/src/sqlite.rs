@@ -38,6 +38,14 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// Orders by id; the ids arrive as one JSON array.
+const GET_ORDERS_SQL: &str =
+    "SELECT id, data, version FROM orders WHERE id IN (SELECT value FROM json_each($1))";
+
+/// Marks outbox entries delivered by id; the ids arrive as one JSON array.
+const MARK_DELIVERED_MANY_SQL: &str = "UPDATE outbox SET delivered_at = COALESCE(delivered_at, $1) \
+     WHERE id IN (SELECT value FROM json_each($2))";
+
 /// Applies a provisioning step's batch in one statement (migration 4).
 const COMMIT_STEP_SQL: &str = "INSERT INTO commit_step (doc) VALUES ($1)";
 
@@ -166,7 +174,10 @@ impl SqliteStore {
         // 1-100 ms) instead of queueing for the connection: 4 connections gave 280 orders/s
         // where 1 gives 400 (benches/sql_stores.rs). An in-memory database must stay in its
         // one connection forever. `from_pool` lets a caller choose otherwise.
+        // No ping before each acquire either: a local file connection does not go stale, and
+        // the ping was a second trip to the connection's thread for every statement.
         let pool_options = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)

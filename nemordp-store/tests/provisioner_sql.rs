@@ -106,7 +106,14 @@ async fn a_few_orders_go_active_exactly_once(store: Arc<dyn Store>) {
                 pending += 1;
             }
         }
-        if pending == 0 {
+        // The ready notice is queued in the write that activates the order; the relay sends
+        // it right after.
+        let readies = notifier
+            .sent_kinds()
+            .iter()
+            .filter(|k| **k == NotificationKind::Ready)
+            .count();
+        if pending == 0 && readies >= orders.len() {
             break;
         }
         tokio::time::sleep(Duration::from_secs(5)).await;

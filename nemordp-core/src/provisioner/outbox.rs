@@ -9,9 +9,10 @@ use futures::StreamExt as _;
 
 use crate::{
     error::{Error, ErrorKind, Result},
-    ids::OrderId,
+    ids::{NotificationId, OrderId},
     notify::{Notification, NotificationKind},
-    store::{OutboxEntry, StoreExt},
+    order::Order,
+    store::OutboxEntry,
 };
 
 use super::Provisioner;
@@ -24,13 +25,18 @@ impl Provisioner {
     ///
     /// Rows of different orders go out concurrently (at most
     /// [`ProvisionerConfig::outbox_concurrency`](super::ProvisionerConfig::outbox_concurrency)
-    /// at once); the rows of one order go out one after another, oldest first.
+    /// at once); the rows of one order go out one after another, oldest first. The round reads
+    /// its orders in one call and marks what it sent in one call at its end (a crash before
+    /// that sends those rows again: delivery is at least once either way).
     pub async fn relay_outbox_once(&self) -> Result<usize> {
         let store = &self.inner.store;
         let cfg = &self.inner.config;
         let entries = store
             .claim_outbox(cfg.outbox_batch, OUTBOX_LEASE, self.now())
             .await?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
         let mut groups: Vec<Vec<OutboxEntry>> = Vec::new();
         let mut group_of: HashMap<OrderId, usize> = HashMap::new();
         for entry in entries {
@@ -40,44 +46,69 @@ impl Provisioner {
             });
             groups[i].push(entry);
         }
-        let rounds: Vec<Result<usize>> =
-            futures::stream::iter(groups.into_iter().map(|group| self.deliver_group(group)))
-                .buffer_unordered(cfg.outbox_concurrency.max(1))
-                .collect()
-                .await;
-        let mut delivered = 0;
+        let order_ids: Vec<OrderId> = group_of.keys().copied().collect();
+        let orders: HashMap<OrderId, Order> = store
+            .get_orders(&order_ids)
+            .await?
+            .into_iter()
+            .map(|o| (o.id, o))
+            .collect();
+        let rounds: Vec<(Vec<NotificationId>, Option<Error>)> = futures::stream::iter(
+            groups
+                .into_iter()
+                .map(|group| self.deliver_group(group, &orders)),
+        )
+        .buffer_unordered(cfg.outbox_concurrency.max(1))
+        .collect()
+        .await;
+        let mut delivered = Vec::new();
         let mut first_error = None;
-        for round in rounds {
-            match round {
-                Ok(n) => delivered += n,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+        for (ids, error) in rounds {
+            delivered.extend(ids);
+            if let Some(e) = error {
+                first_error.get_or_insert(e);
             }
         }
         // Every group ran to its end before an error is reported, so one store failure does
-        // not strand the other groups' sent rows unmarked.
+        // not strand the sent rows unmarked.
+        store
+            .mark_outbox_delivered_many(&delivered, self.now())
+            .await?;
         match first_error {
             Some(e) => Err(e),
-            None => Ok(delivered),
+            None => Ok(delivered.len()),
         }
     }
 
-    /// Delivers one order's claimed rows in order.
-    async fn deliver_group(&self, group: Vec<OutboxEntry>) -> Result<usize> {
-        let store = &self.inner.store;
-        let mut delivered = 0;
+    /// Delivers one order's claimed rows in order; returns the ids sent, and the store error
+    /// that stopped the group early, if one did.
+    async fn deliver_group(
+        &self,
+        group: Vec<OutboxEntry>,
+        orders: &HashMap<OrderId, Order>,
+    ) -> (Vec<NotificationId>, Option<Error>) {
+        let mut delivered = Vec::with_capacity(group.len());
         for entry in group {
-            match self.deliver_entry(&entry).await {
+            let sent = match orders.get(&entry.order_id) {
+                Some(order) => self.deliver_entry(&entry, order).await,
+                None => Err(Error::not_found(format!(
+                    "order {} not found",
+                    entry.order_id
+                ))),
+            };
+            match sent {
                 Ok(()) => {
-                    store.mark_outbox_delivered(entry.id, self.now()).await?;
                     metrics::counter!("nemordp_notifications_total", "result" => "delivered", "kind" => entry.kind.as_str()).increment(1);
-                    delivered += 1;
+                    delivered.push(entry.id);
                 }
-                Err(e) => self.record_delivery_failure(&entry, &e).await?,
+                Err(e) => {
+                    if let Err(stored) = self.record_delivery_failure(&entry, &e).await {
+                        return (delivered, Some(stored));
+                    }
+                }
             }
         }
-        Ok(delivered)
+        (delivered, None)
     }
 
     /// Reschedules a failed delivery with backoff, or gives up on it.
@@ -121,8 +152,7 @@ impl Provisioner {
             .await
     }
 
-    async fn deliver_entry(&self, entry: &OutboxEntry) -> Result<()> {
-        let order = self.inner.store.require_order(entry.order_id).await?;
+    async fn deliver_entry(&self, entry: &OutboxEntry, order: &Order) -> Result<()> {
         let mut n = Notification::new(
             entry.id,
             entry.order_id,

@@ -58,6 +58,7 @@ where
     list_orders_filters_and_pages(&*fresh().await).await;
     outbox_claim_lease_retry_and_deliver(&*fresh().await).await;
     outbox_rejects_duplicate_ids(&*fresh().await).await;
+    orders_read_and_outbox_marked_in_bulk(&*fresh().await).await;
     outbox_failure_keeps_history_and_stays_visible(&*fresh().await).await;
     job_unique_key_dedupes(&*fresh().await).await;
     job_claim_takes_only_due_jobs(&*fresh().await).await;
@@ -1559,6 +1560,94 @@ pub async fn expired_lease_is_reclaimed_and_old_holder_fenced(store: &dyn Store)
             Some(("rescuer".to_owned(), rescued.lease.epoch))
         ),
         "store kit: {C}: the stale holder must not disturb the new holder's lease"
+    );
+}
+
+/// Rule: `get_orders` returns exactly the known orders among its ids (none for none);
+/// `mark_outbox_delivered_many` marks every known entry, keeps a first delivery time, and is
+/// `NotFound` when an id is unknown, the known ones marked all the same.
+pub async fn orders_read_and_outbox_marked_in_bulk(store: &dyn Store) {
+    const C: &str = "orders_read_and_outbox_marked_in_bulk";
+    let a = seed_order(store, C, at(0)).await;
+    let _b = seed_order(store, C, at(0)).await;
+    let c = seed_order(store, C, at(0)).await;
+    let mut got = ok(
+        C,
+        "get_orders",
+        store.get_orders(&[c.id, OrderId::new(), a.id]),
+    )
+    .await;
+    got.sort_by_key(|o| o.id);
+    let mut want = vec![a.clone(), c.clone()];
+    want.sort_by_key(|o| o.id);
+    assert_eq!(
+        got, want,
+        "store kit: {C}: get_orders must return exactly the known orders asked for"
+    );
+    assert!(
+        ok(C, "get_orders (none)", store.get_orders(&[]))
+            .await
+            .is_empty(),
+        "store kit: {C}: get_orders of no ids must be empty"
+    );
+
+    let entries: Vec<OutboxEntry> = (0..3)
+        .map(|i| OutboxEntry::new(a.id, NotificationKind::ProvisioningStarted, at(i)))
+        .collect();
+    let mut batch = Batch::new();
+    for e in &entries {
+        batch = batch.notify(e.clone());
+    }
+    ok(C, "queueing", store.commit(batch, at(3))).await;
+    ok(
+        C,
+        "mark_outbox_delivered_many",
+        store.mark_outbox_delivered_many(&[entries[0].id, entries[1].id], at(10)),
+    )
+    .await;
+    ok(
+        C,
+        "mark_outbox_delivered_many (none)",
+        store.mark_outbox_delivered_many(&[], at(10)),
+    )
+    .await;
+    let res = store
+        .mark_outbox_delivered_many(
+            &[entries[0].id, NotificationId::new(), entries[2].id],
+            at(20),
+        )
+        .await;
+    assert_eq!(
+        kind_of(&res),
+        Some(ErrorKind::NotFound),
+        "store kit: {C}: marking an unknown entry among others must be NotFound, got {res:?}"
+    );
+    let mut stored: Vec<(NotificationId, Option<Timestamp>)> =
+        ok(C, "outbox_for_order", store.outbox_for_order(a.id))
+            .await
+            .into_iter()
+            .map(|e| (e.id, e.delivered_at))
+            .collect();
+    stored.sort();
+    let mut want: Vec<(NotificationId, Option<Timestamp>)> = vec![
+        (entries[0].id, Some(at(10))),
+        (entries[1].id, Some(at(10))),
+        (entries[2].id, Some(at(20))),
+    ];
+    want.sort();
+    assert_eq!(
+        stored, want,
+        "store kit: {C}: every known entry must be marked, each keeping its first delivery time"
+    );
+    assert!(
+        ok(
+            C,
+            "claim_outbox",
+            store.claim_outbox(10, Duration::from_secs(60), at(30))
+        )
+        .await
+        .is_empty(),
+        "store kit: {C}: entries marked in bulk must never be claimed"
     );
 }
 
