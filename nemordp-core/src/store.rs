@@ -112,6 +112,34 @@ pub struct AttemptProgress {
     pub running_since: Option<Timestamp>,
 }
 
+/// An order with its instance record and sealed credentials, as
+/// [`Store::get_order_records`] reads them together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OrderRecords {
+    /// The order.
+    pub order: Order,
+    /// Its instance record, once provisioning recorded one.
+    pub instance: Option<InstanceRecord>,
+    /// Its sealed credentials, once the machine was delivered.
+    pub credentials: Option<SealedCredentials>,
+}
+
+impl OrderRecords {
+    /// The three records of one order.
+    pub fn new(
+        order: Order,
+        instance: Option<InstanceRecord>,
+        credentials: Option<SealedCredentials>,
+    ) -> Self {
+        Self {
+            order,
+            instance,
+            credentials,
+        }
+    }
+}
+
 /// Login credentials of a delivered machine, with the password sealed (AEAD ciphertext).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -728,13 +756,17 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// One order.
     async fn get_order(&self, id: OrderId) -> Result<Option<Order>>;
 
-    /// The orders among `ids` that exist, in no particular order. The default reads them one
-    /// by one; SQL stores answer in one query.
-    async fn get_orders(&self, ids: &[OrderId]) -> Result<Vec<Order>> {
+    /// The orders among `ids` that exist, each with its instance record and credentials, in
+    /// no particular order. The default reads them one by one; SQL stores answer in one query.
+    async fn get_order_records(&self, ids: &[OrderId]) -> Result<Vec<OrderRecords>> {
         let mut found = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(order) = self.get_order(*id).await? {
-                found.push(order);
+                found.push(OrderRecords {
+                    order,
+                    instance: self.get_instance(*id).await?,
+                    credentials: self.get_credentials(*id).await?,
+                });
             }
         }
         Ok(found)

@@ -38,16 +38,20 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// Orders by id; the ids arrive as one JSON array, unpacked once so that `= ANY` probes the primary key.
-const GET_ORDERS_SQL: &str = "SELECT id, data, version FROM orders \
-     WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))";
-
-/// Marks outbox entries delivered by id; the ids arrive as one JSON array, unpacked once so that `= ANY` probes the primary key.
-const MARK_DELIVERED_MANY_SQL: &str = "UPDATE outbox SET delivered_at = COALESCE(delivered_at, $1) \
-     WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))";
+/// `column` is one of the ids in parameter `param`, a JSON array of strings. The array is
+/// unpacked once, so `= ANY` probes an index (a join against the set-returning function was
+/// planned as a scan of the whole table).
+fn id_in(column: &str, param: u8) -> String {
+    format!("{column} = ANY(ARRAY(SELECT jsonb_array_elements_text(${param}::jsonb)))")
+}
 
 /// Applies a provisioning step's batch in one statement (migration 4).
 const COMMIT_STEP_SQL: &str = "SELECT nemordp_commit_step($1::jsonb)";
+
+/// Applies several steps' batches, a JSON array of their documents, in one statement, in
+/// array order.
+const COMMIT_STEPS_SQL: &str = "SELECT nemordp_commit_step(step) FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY \
+     AS steps(step, n) ORDER BY n";
 
 /// Serialises concurrent migrators of one schema.
 const MIGRATION_LOCK_SQL: &str =
@@ -105,6 +109,7 @@ async fn begin_write(
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: sqlx::Pool<Db>,
+    steps: std::sync::Arc<StepQueue>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -140,7 +145,10 @@ impl PostgresStore {
 
     /// Wraps an existing pool and applies the embedded migrations.
     pub async fn from_pool(pool: sqlx::PgPool) -> nemordp_core::Result<Self> {
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            steps: std::sync::Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }

@@ -11,7 +11,7 @@ use nemordp_core::{
     payment::Payment,
     store::{
         Batch, ClaimRequest, ClaimedJob, CommitOutcome, InstanceRecord, Job, JobOutcome, JobState,
-        Lease, LeaseInfo, OrderQuery, OrderWrite, OutboxEntry, PaymentWrite, Record, RecordWrite,
+        Lease, LeaseInfo, OrderQuery, OrderRecords, OrderWrite, OutboxEntry, PaymentWrite, Record, RecordWrite,
         SealedCredentials,
     },
 };
@@ -61,25 +61,63 @@ fn decode_payment(row: &DbRow, op: &'static str) -> Result<Payment> {
 }
 
 fn decode_instance(row: &DbRow, op: &'static str) -> Result<InstanceRecord> {
-    let id: String = get(row, op, "instances", "order_id")?;
-    let data: String = get(row, op, "instances", "data")?;
-    let sealed: Option<Vec<u8>> = get(row, op, "instances", "sealed_password")?;
-    let mut record: InstanceRecord = from_json(NAME, op, "instances", &id, "data", &data)?;
+    decode_instance_as(row, op, "")
+}
+
+/// An instance record from columns named `{prefix}{column}` (a join's aliases).
+fn decode_instance_as(row: &DbRow, op: &'static str, prefix: &str) -> Result<InstanceRecord> {
+    const T: &str = "instances";
+    let col = |c: &str| format!("{prefix}{c}");
+    let id: String = get(row, op, T, &col("order_id"))?;
+    let data: String = get(row, op, T, &col("data"))?;
+    let sealed: Option<Vec<u8>> = get(row, op, T, &col("sealed_password"))?;
+    let mut record: InstanceRecord = from_json(NAME, op, T, &id, "data", &data)?;
     record.sealed_password = sealed;
     Ok(record)
 }
 
 fn decode_credentials(row: &DbRow, op: &'static str) -> Result<SealedCredentials> {
+    decode_credentials_as(row, op, "")
+}
+
+/// Sealed credentials from columns named `{prefix}{column}` (a join's aliases).
+fn decode_credentials_as(
+    row: &DbRow,
+    op: &'static str,
+    prefix: &str,
+) -> Result<SealedCredentials> {
     const T: &str = "credentials";
-    let id: String = get(row, op, T, "order_id")?;
+    let col = |c: &str| format!("{prefix}{c}");
+    let id: String = get(row, op, T, &col("order_id"))?;
     Ok(SealedCredentials::new(
         parse_id(NAME, op, T, &id, "order_id", &id)?,
-        get::<String>(row, op, T, "username")?,
-        get::<String>(row, op, T, "key_id")?,
-        get::<Vec<u8>>(row, op, T, "sealed_password")?,
-        ts(get(row, op, T, "created_at")?),
+        get::<String>(row, op, T, &col("username"))?,
+        get::<String>(row, op, T, &col("key_id"))?,
+        get::<Vec<u8>>(row, op, T, &col("sealed_password"))?,
+        ts(get(row, op, T, &col("created_at"))?),
     ))
 }
+
+/// Orders with their instance records and credentials, by id (`Store::get_order_records`).
+static GET_ORDER_RECORDS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT o.id AS id, o.data AS data, o.version AS version, \
+         i.order_id AS i_order_id, i.sealed_password AS i_sealed_password, i.data AS i_data, \
+         c.order_id AS c_order_id, c.username AS c_username, c.key_id AS c_key_id, \
+         c.sealed_password AS c_sealed_password, c.created_at AS c_created_at \
+         FROM orders o LEFT JOIN instances i ON i.order_id = o.id \
+         LEFT JOIN credentials c ON c.order_id = o.id WHERE {}",
+        id_in("o.id", 1)
+    )
+});
+
+/// Marks outbox entries delivered by id (`Store::mark_outbox_delivered_many`).
+static MARK_DELIVERED_MANY_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE outbox SET delivered_at = COALESCE(delivered_at, $1) WHERE {}",
+        id_in("id", 2)
+    )
+});
 
 fn decode_outbox(row: &DbRow, op: &'static str) -> Result<OutboxEntry> {
     const T: &str = "outbox";
@@ -357,6 +395,132 @@ fn finish_columns(outcome: &JobOutcome) -> Result<(JobState, Option<i64>, Option
             ));
         }
     })
+}
+
+/// Step batches waiting to be written together (group commit): while one group is being
+/// written, the steps that arrive queue up and go out as the next group, in one statement.
+#[derive(Default)]
+struct StepQueue {
+    state: std::sync::Mutex<StepQueueState>,
+}
+
+#[derive(Default)]
+struct StepQueueState {
+    waiting: Vec<PendingStep>,
+    flushing: bool,
+}
+
+struct PendingStep {
+    batch: Batch,
+    doc: String,
+    done: tokio::sync::oneshot::Sender<Result<CommitOutcome>>,
+}
+
+/// At most this many steps go into one statement.
+const MAX_STEP_GROUP: usize = 256;
+
+impl StepQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StepQueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Ends a flush however it ends: a flusher that panicked or was dropped with the runtime
+/// fails the steps still waiting (their callers see an error, not a hang) and lets the next
+/// step start a new flusher.
+struct FlushGuard {
+    queue: std::sync::Arc<StepQueue>,
+    finished: bool,
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut state = self.queue.lock();
+            state.flushing = false;
+            state.waiting.clear();
+        }
+    }
+}
+
+impl This {
+    /// Queues a step's batch for the next group and waits for its own outcome.
+    async fn commit_step_grouped(&self, batch: Batch, doc: String) -> Result<CommitOutcome> {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut state = self.steps.lock();
+            state.waiting.push(PendingStep { batch, doc, done });
+            !std::mem::replace(&mut state.flushing, true)
+        };
+        if lead {
+            let store = self.clone();
+            tokio::spawn(async move { store.flush_steps().await });
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Err(err(
+                NAME,
+                ErrorKind::Unavailable,
+                "commit",
+                "the group commit stopped before this step was written",
+            ))
+        })
+    }
+
+    /// Writes groups until no step waits.
+    async fn flush_steps(&self) {
+        let mut guard = FlushGuard {
+            queue: self.steps.clone(),
+            finished: false,
+        };
+        loop {
+            let group: Vec<PendingStep> = {
+                let mut state = guard.queue.lock();
+                if state.waiting.is_empty() {
+                    // Under the lock: a step queued after this starts a flusher of its own.
+                    state.flushing = false;
+                    guard.finished = true;
+                    return;
+                }
+                let n = state.waiting.len().min(MAX_STEP_GROUP);
+                state.waiting.drain(..n).collect()
+            };
+            self.write_step_group(group).await;
+        }
+    }
+
+    /// One statement for the whole group; if it is refused (some step's fence, version or
+    /// outbox id, or a database error), nothing of it was written, and each step is applied
+    /// on its own for its own answer.
+    async fn write_step_group(&self, group: Vec<PendingStep>) {
+        if group.len() > 1 {
+            let mut docs = String::with_capacity(group.iter().map(|p| p.doc.len() + 1).sum());
+            docs.push('[');
+            for (i, step) in group.iter().enumerate() {
+                if i > 0 {
+                    docs.push(',');
+                }
+                docs.push_str(&step.doc);
+            }
+            docs.push(']');
+            if sqlx::query(COMMIT_STEPS_SQL)
+                .bind(docs)
+                .execute(&self.pool)
+                .await
+                .is_ok()
+            {
+                for step in group {
+                    let _ = step.done.send(Ok(CommitOutcome::Applied));
+                }
+                return;
+            }
+        }
+        for step in group {
+            let outcome = self.commit_step(&step.batch, step.doc).await;
+            let _ = step.done.send(outcome);
+        }
+    }
 }
 
 impl This {
@@ -997,8 +1161,8 @@ impl Store for This {
 
     async fn commit(&self, batch: Batch, now: Timestamp) -> Result<CommitOutcome> {
         const OP: &str = "commit";
-        if std::env::var_os("NEMORDP_NO_FAST").is_none() && let Some(doc) = commit_step_doc(&batch, now)? {
-            return self.commit_step(&batch, doc).await;
+        if let Some(doc) = commit_step_doc(&batch, now)? {
+            return self.commit_step_grouped(batch, doc).await;
         }
         let mut tx = begin_write(&self.pool, OP).await?;
         match Self::apply(&mut tx, &batch, now).await {
@@ -1029,19 +1193,36 @@ impl Store for This {
             .transpose()
     }
 
-    async fn get_orders(&self, ids: &[OrderId]) -> Result<Vec<Order>> {
-        const OP: &str = "get_orders";
+    async fn get_order_records(&self, ids: &[OrderId]) -> Result<Vec<OrderRecords>> {
+        const OP: &str = "get_order_records";
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        sqlx::query(GET_ORDERS_SQL)
+        sqlx::query(&GET_ORDER_RECORDS_SQL)
             .bind(to_json(NAME, OP, &ids)?)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| db_err(NAME, OP, e))?
             .iter()
-            .map(|row| decode_order(row, OP))
+            .map(|row| {
+                let joined = |column: &str| -> Result<bool> {
+                    Ok(get::<Option<String>>(row, OP, "orders", column)?.is_some())
+                };
+                Ok(OrderRecords::new(
+                    decode_order(row, OP)?,
+                    if joined("i_order_id")? {
+                        Some(decode_instance_as(row, OP, "i_")?)
+                    } else {
+                        None
+                    },
+                    if joined("c_order_id")? {
+                        Some(decode_credentials_as(row, OP, "c_")?)
+                    } else {
+                        None
+                    },
+                ))
+            })
             .collect()
     }
 
@@ -1200,7 +1381,7 @@ impl Store for This {
         if distinct.is_empty() {
             return Ok(());
         }
-        let updated = sqlx::query(MARK_DELIVERED_MANY_SQL)
+        let updated = sqlx::query(&MARK_DELIVERED_MANY_SQL)
             .bind(ms(now))
             .bind(to_json(NAME, OP, &distinct)?)
             .execute(&self.pool)

@@ -38,16 +38,16 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// Orders by id; the ids arrive as one JSON array.
-const GET_ORDERS_SQL: &str =
-    "SELECT id, data, version FROM orders WHERE id IN (SELECT value FROM json_each($1))";
-
-/// Marks outbox entries delivered by id; the ids arrive as one JSON array.
-const MARK_DELIVERED_MANY_SQL: &str = "UPDATE outbox SET delivered_at = COALESCE(delivered_at, $1) \
-     WHERE id IN (SELECT value FROM json_each($2))";
+/// `column` is one of the ids in parameter `param`, a JSON array of strings.
+fn id_in(column: &str, param: u8) -> String {
+    format!("{column} IN (SELECT value FROM json_each(${param}))")
+}
 
 /// Applies a provisioning step's batch in one statement (migration 4).
 const COMMIT_STEP_SQL: &str = "INSERT INTO commit_step (doc) VALUES ($1)";
+
+/// Applies several steps' batches, a JSON array of their documents, in one statement.
+const COMMIT_STEPS_SQL: &str = "INSERT INTO commit_step (doc) SELECT value FROM json_each($1)";
 
 /// SQLite serialises writers itself (`BEGIN IMMEDIATE`); nothing to lock.
 const MIGRATION_LOCK_SQL: &str = "";
@@ -104,6 +104,7 @@ async fn begin_write(
 pub struct SqliteStore {
     pool: sqlx::Pool<Db>,
     memory: bool,
+    steps: std::sync::Arc<StepQueue>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -140,6 +141,7 @@ impl SqliteStore {
         let store = Self {
             pool,
             memory: false,
+            steps: std::sync::Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -186,7 +188,11 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| crate::sql::db_err(NAME, "connect", e))?;
-        let store = Self { pool, memory };
+        let store = Self {
+            pool,
+            memory,
+            steps: std::sync::Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }

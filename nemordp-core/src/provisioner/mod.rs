@@ -66,7 +66,7 @@ use crate::{
     rates::RateSource,
     rdp::{RdpFile, RdpProbe, TcpRdpProbe},
     seal::Sealer,
-    store::{Batch, Job, JobKind, Store, StoreExt},
+    store::{Batch, InstanceRecord, Job, JobKind, SealedCredentials, Store, StoreExt},
 };
 
 /// Tunables. Defaults follow `reliability.md`; every duration is on the injected clock.
@@ -540,14 +540,22 @@ impl Provisioner {
     /// Unseals the credentials of a delivered machine for the host's panel.
     pub async fn connection_details(&self, order_id: OrderId) -> Result<ConnectionDetails> {
         let store = &self.inner.store;
-        let creds = store
-            .get_credentials(order_id)
-            .await?
+        let creds = store.get_credentials(order_id).await?;
+        let record = store.get_instance(order_id).await?;
+        self.connection_details_from(order_id, creds, record)
+    }
+
+    /// [`Provisioner::connection_details`] from records already read.
+    pub(crate) fn connection_details_from(
+        &self,
+        order_id: OrderId,
+        creds: Option<SealedCredentials>,
+        record: Option<InstanceRecord>,
+    ) -> Result<ConnectionDetails> {
+        let creds = creds
             .ok_or_else(|| Error::not_found(format!("order {order_id} has no credentials yet")))?;
-        let record = store
-            .get_instance(order_id)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("order {order_id} has no instance")))?;
+        let record =
+            record.ok_or_else(|| Error::not_found(format!("order {order_id} has no instance")))?;
         let address = record
             .address
             .ok_or_else(|| Error::not_found(format!("order {order_id} has no address yet")))?;

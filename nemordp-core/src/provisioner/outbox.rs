@@ -11,8 +11,7 @@ use crate::{
     error::{Error, ErrorKind, Result},
     ids::{NotificationId, OrderId},
     notify::{Notification, NotificationKind},
-    order::Order,
-    store::OutboxEntry,
+    store::{OrderRecords, OutboxEntry},
 };
 
 use super::Provisioner;
@@ -47,11 +46,11 @@ impl Provisioner {
             groups[i].push(entry);
         }
         let order_ids: Vec<OrderId> = group_of.keys().copied().collect();
-        let orders: HashMap<OrderId, Order> = store
-            .get_orders(&order_ids)
+        let orders: HashMap<OrderId, OrderRecords> = store
+            .get_order_records(&order_ids)
             .await?
             .into_iter()
-            .map(|o| (o.id, o))
+            .map(|r| (r.order.id, r))
             .collect();
         let rounds: Vec<(Vec<NotificationId>, Option<Error>)> = futures::stream::iter(
             groups
@@ -85,12 +84,12 @@ impl Provisioner {
     async fn deliver_group(
         &self,
         group: Vec<OutboxEntry>,
-        orders: &HashMap<OrderId, Order>,
+        orders: &HashMap<OrderId, OrderRecords>,
     ) -> (Vec<NotificationId>, Option<Error>) {
         let mut delivered = Vec::with_capacity(group.len());
         for entry in group {
             let sent = match orders.get(&entry.order_id) {
-                Some(order) => self.deliver_entry(&entry, order).await,
+                Some(records) => self.deliver_entry(&entry, records).await,
                 None => Err(Error::not_found(format!(
                     "order {} not found",
                     entry.order_id
@@ -152,15 +151,19 @@ impl Provisioner {
             .await
     }
 
-    async fn deliver_entry(&self, entry: &OutboxEntry, order: &Order) -> Result<()> {
+    async fn deliver_entry(&self, entry: &OutboxEntry, records: &OrderRecords) -> Result<()> {
         let mut n = Notification::new(
             entry.id,
             entry.order_id,
-            order.customer.clone(),
+            records.order.customer.clone(),
             entry.kind.clone(),
         );
         if matches!(entry.kind, NotificationKind::Ready) {
-            n = n.with_connection(self.connection_details(entry.order_id).await?);
+            n = n.with_connection(self.connection_details_from(
+                entry.order_id,
+                records.credentials.clone(),
+                records.instance.clone(),
+            )?);
         }
         self.inner.notifier.send(&n).await.map(drop)
     }

@@ -438,12 +438,15 @@ impl Provisioner {
         paid_at: Timestamp,
     ) -> StepResult<Next> {
         let store = self.inner.store.clone();
-        let written = job.take_written();
+        // What the last step wrote, or else the order and its instance record in one read.
+        let (order, instance) = match job.take_written() {
+            Some(w) => (Some(w.order), Some(w.instance)),
+            None => match store.get_order_records(&[order_id]).await?.pop() {
+                Some(r) => (Some(r.order), r.instance),
+                None => (None, None),
+            },
+        };
         {
-            let order = match &written {
-                Some(w) => Some(w.order.clone()),
-                None => store.get_order(order_id).await?,
-            };
             let Some(mut order) = order else {
                 // A job for an order that does not exist: nothing can ever make it run.
                 tracing::error!("provisioning job for a missing order");
@@ -466,7 +469,7 @@ impl Provisioner {
             };
             tracing::Span::current().record("step", step_name);
             let next = match order.state.clone() {
-                OrderState::Paid => self.record_intent(&mut order, job).await?,
+                OrderState::Paid => self.record_intent(&mut order, instance, job).await?,
                 OrderState::Provisioning { step } => {
                     let Ok(plan) = self.plan(&order.plan_id).cloned() else {
                         let reason = AttentionReason::new(
@@ -476,11 +479,7 @@ impl Provisioner {
                         self.escalate(&order, job, reason).await?;
                         return Ok(Next::Finished);
                     };
-                    let record = match written {
-                        Some(w) => Some(w.instance),
-                        None => store.get_instance(order_id).await?,
-                    };
-                    let Some(record) = record else {
+                    let Some(record) = instance else {
                         // Intent is written with the step, so this is a corrupt history.
                         let reason = AttentionReason::new(
                             AttentionCode::Other,
@@ -551,10 +550,14 @@ impl Provisioner {
         }
     }
 
-    async fn record_intent(&self, order: &mut Order, job: &RunningJob) -> StepResult<Next> {
+    async fn record_intent(
+        &self,
+        order: &mut Order,
+        existing: Option<InstanceRecord>,
+        job: &RunningJob,
+    ) -> StepResult<Next> {
         let now = self.now();
         let plan = self.plan(&order.plan_id).map_err(Halt::Store)?.clone();
-        let existing = self.inner.store.get_instance(order.id).await?;
         let started = OutboxEntry::new(order.id, NotificationKind::ProvisioningStarted, now);
         let intent = self.step(
             order,

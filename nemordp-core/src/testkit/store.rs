@@ -35,7 +35,8 @@ use crate::{
     payment::{InvoiceState, InvoiceTerms, Payment},
     store::{
         Batch, ClaimRequest, ClaimedJob, CommitOutcome, InstanceRecord, Job, JobKind, JobOutcome,
-        JobState, Lease, OrderQuery, OutboxEntry, RecordWrite, SealedCredentials, Store,
+        JobState, Lease, OrderQuery, OrderRecords, OutboxEntry, RecordWrite, SealedCredentials,
+        Store,
     },
 };
 
@@ -67,6 +68,7 @@ where
     expired_lease_is_reclaimed_and_old_holder_fenced(&*fresh().await).await;
     fenced_commit_applies_while_lease_holds(&*fresh().await).await;
     fenced_step_is_all_or_nothing(&*fresh().await).await;
+    concurrent_fenced_steps_are_answered_each_on_its_own(&*fresh().await).await;
     finish_requires_fence(&*fresh().await).await;
     finish_done_retry_failed(&*fresh().await).await;
     retried_job_waits_for_run_at(&*fresh().await).await;
@@ -1563,32 +1565,53 @@ pub async fn expired_lease_is_reclaimed_and_old_holder_fenced(store: &dyn Store)
     );
 }
 
-/// Rule: `get_orders` returns exactly the known orders among its ids (none for none);
+/// Rule: `get_order_records` returns exactly the known orders among its ids (none for none),
+/// each with its own instance record and credentials where it has them;
 /// `mark_outbox_delivered_many` marks every known entry, keeps a first delivery time, and is
 /// `NotFound` when an id is unknown, the known ones marked all the same.
 pub async fn orders_read_and_outbox_marked_in_bulk(store: &dyn Store) {
     const C: &str = "orders_read_and_outbox_marked_in_bulk";
     let a = seed_order(store, C, at(0)).await;
-    let _b = seed_order(store, C, at(0)).await;
+    let b = seed_order(store, C, at(0)).await;
     let c = seed_order(store, C, at(0)).await;
-    let mut got = ok(
+    let mut rec_a = InstanceRecord::intent(a.id, "sim", "lagos", "2c-4g", "win-2022", at(1));
+    rec_a.sealed_password = Some(vec![0, 1, 254, 255]);
+    let creds_a = SealedCredentials::new(a.id, "Administrator", "k1", vec![9, 0, 8], at(1));
+    let rec_c = InstanceRecord::intent(c.id, "sim", "abuja", "4c-8g", "win-2025", at(1));
+    ok(
         C,
-        "get_orders",
-        store.get_orders(&[c.id, OrderId::new(), a.id]),
+        "putting records",
+        store.commit(
+            Batch::new()
+                .put_instance(rec_a.clone())
+                .put_instance(rec_c.clone())
+                .put_credentials(creds_a.clone()),
+            at(1),
+        ),
     )
     .await;
-    got.sort_by_key(|o| o.id);
-    let mut want = vec![a.clone(), c.clone()];
-    want.sort_by_key(|o| o.id);
+    let mut got = ok(
+        C,
+        "get_order_records",
+        store.get_order_records(&[c.id, OrderId::new(), a.id, b.id]),
+    )
+    .await;
+    got.sort_by_key(|r| r.order.id);
+    let mut want = vec![
+        OrderRecords::new(a.clone(), Some(rec_a), Some(creds_a)),
+        OrderRecords::new(b.clone(), None, None),
+        OrderRecords::new(c.clone(), Some(rec_c), None),
+    ];
+    want.sort_by_key(|r| r.order.id);
     assert_eq!(
         got, want,
-        "store kit: {C}: get_orders must return exactly the known orders asked for"
+        "store kit: {C}: get_order_records must return exactly the known orders asked for, each with its own records"
     );
     assert!(
-        ok(C, "get_orders (none)", store.get_orders(&[]))
+        ok(C, "get_order_records (none)", store.get_order_records(&[]))
             .await
             .is_empty(),
-        "store kit: {C}: get_orders of no ids must be empty"
+        "store kit: {C}: get_order_records of no ids must be empty"
     );
 
     let entries: Vec<OutboxEntry> = (0..3)
@@ -1825,6 +1848,104 @@ pub async fn fenced_step_is_all_or_nothing(store: &dyn Store) {
         (Some(other), 2),
         "store kit: {C}: a step fenced by a finished job's lease must write nothing"
     );
+}
+
+/// Rule: fenced steps committed at the same moment (which a store may write together) are
+/// each answered on their own: a stale order version or a lost lease among them is refused
+/// and writes nothing, and every other step applies.
+pub async fn concurrent_fenced_steps_are_answered_each_on_its_own(store: &dyn Store) {
+    const C: &str = "concurrent_fenced_steps_are_answered_each_on_its_own";
+    const N: usize = 12;
+    let mut orders = Vec::new();
+    for _ in 0..N {
+        let o = seed_order(store, C, at(0)).await;
+        seed_job(store, C, o.id, at(0)).await;
+        orders.push(o);
+    }
+    let claimed = ok(
+        C,
+        "claim_jobs",
+        store.claim_jobs(&claim("w1", N as u32, 600, at(1))),
+    )
+    .await;
+    assert_eq!(
+        claimed.len(),
+        N,
+        "store kit: {C}: every seeded job must be claimed"
+    );
+    // Step i belongs to order i; step 3 carries a stale version, step 7 a lease of another epoch.
+    let steps = claimed.iter().map(|c| {
+        let o = orders
+            .iter()
+            .find(|o| o.id == c.job.order_id)
+            .expect("claimed job of a seeded order");
+        let mut next = o
+            .transition(&OrderEvent::PaymentRequested, at(2))
+            .expect("legal transition");
+        let mut lease = c.lease.clone();
+        let i = orders.iter().position(|x| x.id == o.id).unwrap_or_default();
+        if i == 3 {
+            next.version += 5;
+        }
+        if i == 7 {
+            lease.epoch += 1;
+        }
+        let batch = Batch::new()
+            .fenced(&lease)
+            .update_order(next)
+            .put_instance(InstanceRecord::intent(
+                o.id,
+                "sim",
+                "lagos",
+                "2c-4g",
+                "win-2022",
+                at(2),
+            ))
+            .notify(OutboxEntry::new(
+                o.id,
+                NotificationKind::ProvisioningStarted,
+                at(2),
+            ));
+        (i, store.commit(batch, at(2)))
+    });
+    let (indexes, commits): (Vec<usize>, Vec<_>) = steps.unzip();
+    let results = futures::future::join_all(commits).await;
+    for (i, res) in indexes.into_iter().zip(results) {
+        let o = &orders[i];
+        let written = (
+            ok(C, "get_order", store.get_order(o.id))
+                .await
+                .map(|o| o.state.kind()),
+            ok(C, "get_instance", store.get_instance(o.id))
+                .await
+                .is_some(),
+            ok(C, "outbox_for_order", store.outbox_for_order(o.id))
+                .await
+                .len(),
+        );
+        if i == 3 || i == 7 {
+            assert_eq!(
+                kind_of(&res),
+                Some(ErrorKind::Conflict),
+                "store kit: {C}: step {i} (stale) must be Conflict, got {res:?}"
+            );
+            assert_eq!(
+                written,
+                (Some(OrderStateKind::Created), false, 0),
+                "store kit: {C}: refused step {i} must write nothing"
+            );
+        } else {
+            assert!(
+                matches!(res, Ok(CommitOutcome::Applied)),
+                "store kit: {C}: step {i} must apply beside refused ones, got {res:?}"
+            );
+            assert_eq!(
+                written,
+                (Some(OrderStateKind::AwaitingPayment), true, 1),
+                "store kit: {C}: applied step {i} must write all of its rows"
+            );
+        }
+    }
 }
 
 /// Rule: a commit fenced by a lease that still holds its job (same owner and epoch, job
