@@ -45,6 +45,14 @@ fn id_in(column: &str, param: u8) -> String {
     format!("{column} = ANY(ARRAY(SELECT jsonb_array_elements_text(${param}::jsonb)))")
 }
 
+/// How `get_order_records` joins an order (`o`) to its instance (`i`) and credentials (`c`).
+/// Lateral subqueries that the planner cannot flatten (`LIMIT 1`; a primary key matches at
+/// most one row anyway), so each order's rows are fetched by primary key: plain joins were
+/// planned as hash joins over whole-table scans.
+const ORDER_RECORDS_JOINS: &str = "LEFT JOIN LATERAL \
+     (SELECT * FROM instances WHERE order_id = o.id LIMIT 1) i ON true \
+     LEFT JOIN LATERAL (SELECT * FROM credentials WHERE order_id = o.id LIMIT 1) c ON true";
+
 /// Applies a provisioning step's batch in one statement (migration 4).
 const COMMIT_STEP_SQL: &str = "SELECT nemordp_commit_step($1::jsonb)";
 
@@ -65,7 +73,9 @@ const FENCE_SQL: &str = "SELECT id FROM jobs WHERE id = $1 AND lease_owner = $2 
 /// ordered range scan of `jobs_due (state, run_at, id)` that stops after `$4` rows; one
 /// `WHERE (queued …) OR (running …)` over both would sort every due job on every claim
 /// (9 ms per claim with 10,000 queued). Both branches lock their candidates with
-/// `SKIP LOCKED`; the best `$4` of at most `2 × $4` are taken.
+/// `SKIP LOCKED`; the best `$4` of at most `2 × $4` are taken, and updated through `= ANY` of
+/// their ids, which probes the primary key (`IN (SELECT …)` was planned as a hash join over a
+/// scan of the whole table).
 const CLAIM_JOBS_SQL: &str = "WITH queued AS (SELECT id, run_at FROM jobs \
      WHERE state = 'queued' AND run_at <= $3 ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED), \
      lapsed AS (SELECT id, run_at FROM jobs WHERE state = 'running' \
@@ -75,14 +85,16 @@ const CLAIM_JOBS_SQL: &str = "WITH queued AS (SELECT id, run_at FROM jobs \
      SELECT id, run_at FROM lapsed) due ORDER BY run_at, id LIMIT $4) \
      UPDATE jobs SET state = 'running', attempt = attempt + 1, \
      lease_owner = $1, lease_epoch = lease_epoch + 1, lease_until = $2, updated_at = $3 \
-     WHERE id IN (SELECT id FROM picked) \
+     WHERE id = ANY(ARRAY(SELECT id FROM picked)) \
      RETURNING id, kind, order_id, unique_key, state, run_at, attempt, lease_owner, \
      lease_epoch, lease_until, last_error, note, created_at, updated_at";
 
+/// Due pending entries, oldest first, locked with `SKIP LOCKED` and updated through `= ANY` of
+/// their ids (primary-key probes, as in `CLAIM_JOBS_SQL`).
 const CLAIM_OUTBOX_SQL: &str = "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1 \
-     WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL \
+     WHERE id = ANY(ARRAY(SELECT id FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL \
      AND next_attempt_at <= $2 \
-     ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+     ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)) \
      RETURNING id, order_id, kind, created_at, attempts, next_attempt_at, delivered_at, last_error, \
      failed_at, history";
 

@@ -105,8 +105,8 @@ static GET_ORDER_RECORDS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock:
          i.order_id AS i_order_id, i.sealed_password AS i_sealed_password, i.data AS i_data, \
          c.order_id AS c_order_id, c.username AS c_username, c.key_id AS c_key_id, \
          c.sealed_password AS c_sealed_password, c.created_at AS c_created_at \
-         FROM orders o LEFT JOIN instances i ON i.order_id = o.id \
-         LEFT JOIN credentials c ON c.order_id = o.id WHERE {}",
+         FROM orders o {} WHERE {}",
+        ORDER_RECORDS_JOINS,
         id_in("o.id", 1)
     )
 });

@@ -43,6 +43,11 @@ fn id_in(column: &str, param: u8) -> String {
     format!("{column} IN (SELECT value FROM json_each(${param}))")
 }
 
+/// How `get_order_records` joins an order (`o`) to its instance (`i`) and credentials (`c`).
+/// SQLite joins by nested loops over the primary keys.
+const ORDER_RECORDS_JOINS: &str =
+    "LEFT JOIN instances i ON i.order_id = o.id LEFT JOIN credentials c ON c.order_id = o.id";
+
 /// Applies a provisioning step's batch in one statement (migration 4).
 const COMMIT_STEP_SQL: &str = "INSERT INTO commit_step (doc) VALUES ($1)";
 
