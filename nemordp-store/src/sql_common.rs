@@ -363,38 +363,54 @@ fn commit_step_doc(batch: &Batch, now: Timestamp) -> Result<Option<String>> {
         .collect::<Result<Vec<Value>>>()?;
     doc.insert("outbox".into(), Value::Array(outbox));
     if let Some(outcome) = &batch.finish_job {
-        let (state, run_at, error) = finish_columns(outcome)?;
+        let finish = FinishColumns::of(outcome)?;
         doc.insert(
             "finish".into(),
             json!({
-                "state": job_state_name(state)?,
-                "run_at": run_at,
-                "set_error": error.is_some(),
-                "error": error.flatten(),
+                "state": job_state_name(finish.state)?,
+                "run_at": finish.run_at,
+                "set_error": finish.set_error,
+                "error": finish.error,
             }),
         );
     }
     to_json(NAME, OP, &Value::Object(doc)).map(Some)
 }
 
-/// A finished job's new state, `run_at` (kept when `None`) and `last_error` (kept when
-/// `None`, else replaced by the inner value).
-fn finish_columns(outcome: &JobOutcome) -> Result<(JobState, Option<i64>, Option<Option<String>>)> {
-    Ok(match outcome {
-        JobOutcome::Done => (JobState::Done, None, None),
-        JobOutcome::Retry { run_at, error } => {
-            (JobState::Queued, Some(ms(*run_at)), Some(error.clone()))
-        }
-        JobOutcome::Failed { error } => (JobState::Failed, None, Some(Some(error.clone()))),
-        _ => {
-            return Err(err(
-                NAME,
-                ErrorKind::InvalidInput,
-                "commit",
-                "unknown job outcome",
-            ));
-        }
-    })
+/// The job columns a finished job gets.
+struct FinishColumns {
+    state: JobState,
+    /// The next run (kept when `None`).
+    run_at: Option<i64>,
+    /// Whether `last_error` is replaced (by `error`, which may clear it).
+    set_error: bool,
+    error: Option<String>,
+}
+
+impl FinishColumns {
+    fn of(outcome: &JobOutcome) -> Result<Self> {
+        let (state, run_at, set_error, error) = match outcome {
+            JobOutcome::Done => (JobState::Done, None, false, None),
+            JobOutcome::Retry { run_at, error } => {
+                (JobState::Queued, Some(ms(*run_at)), true, error.clone())
+            }
+            JobOutcome::Failed { error } => (JobState::Failed, None, true, Some(error.clone())),
+            _ => {
+                return Err(err(
+                    NAME,
+                    ErrorKind::InvalidInput,
+                    "commit",
+                    "unknown job outcome",
+                ));
+            }
+        };
+        Ok(Self {
+            state,
+            run_at,
+            set_error,
+            error,
+        })
+    }
 }
 
 /// Step batches waiting to be written together (group commit): while one group is being
@@ -805,17 +821,17 @@ impl This {
         }
         // (g) Finish the fenced job.
         if let (Some(lease), Some(outcome)) = (&batch.fence, &batch.finish_job) {
-            let (state, run_at, error) = finish_columns(outcome)?;
+            let finish = FinishColumns::of(outcome)?;
             sqlx::query(
                 "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, updated_at = $1, \
                  state = $2, run_at = COALESCE($3, run_at), \
                  last_error = CASE WHEN $4 THEN $5 ELSE last_error END WHERE id = $6",
             )
             .bind(ms(now))
-            .bind(job_state_name(state)?)
-            .bind(run_at)
-            .bind(error.is_some())
-            .bind(error.flatten())
+            .bind(job_state_name(finish.state)?)
+            .bind(finish.run_at)
+            .bind(finish.set_error)
+            .bind(finish.error)
             .bind(lease.job_id.to_string())
             .execute(&mut **tx)
             .await

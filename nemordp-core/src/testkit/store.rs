@@ -1855,7 +1855,7 @@ pub async fn fenced_step_is_all_or_nothing(store: &dyn Store) {
 /// and writes nothing, and every other step applies.
 pub async fn concurrent_fenced_steps_are_answered_each_on_its_own(store: &dyn Store) {
     const C: &str = "concurrent_fenced_steps_are_answered_each_on_its_own";
-    const N: usize = 12;
+    const N: u32 = 12;
     let mut orders = Vec::new();
     for _ in 0..N {
         let o = seed_order(store, C, at(0)).await;
@@ -1865,12 +1865,12 @@ pub async fn concurrent_fenced_steps_are_answered_each_on_its_own(store: &dyn St
     let claimed = ok(
         C,
         "claim_jobs",
-        store.claim_jobs(&claim("w1", N as u32, 600, at(1))),
+        store.claim_jobs(&claim("w1", N, 600, at(1))),
     )
     .await;
     assert_eq!(
         claimed.len(),
-        N,
+        N as usize,
         "store kit: {C}: every seeded job must be claimed"
     );
     // Step i belongs to order i; step 3 carries a stale version, step 7 a lease of another epoch.
