@@ -1358,3 +1358,44 @@ async fn a_dispute_won_before_delivery_provisions_the_order() {
     assert_eq!(p.order(order.id).await.unwrap().state, OrderState::Active);
     assert_eq!(h.cloud.live_with_label(&order.instance_label()), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dispute_won_before_its_suspension_ran_waits_for_it() {
+    let h = harness(windows_cloud(24, MIN));
+    let p = &h.provisioner;
+    let order = active_order(&h).await;
+    let reference = reference_of(&h, &order).await;
+    h.payments.reverse(&reference, "dispute opened").unwrap();
+    deliver(&h, &order).await;
+    // Won before the suspend job ran: redeliver later (a retryable error), nothing recorded.
+    h.payments
+        .reinstate(&reference, "dispute declined")
+        .unwrap();
+    let payment = h
+        .store
+        .payments_for_order(order.id)
+        .await
+        .unwrap()
+        .remove(0);
+    let (headers, body) = h.payments.signed_webhook(&payment.reference).unwrap();
+    let e = p
+        .handle_webhook(
+            "sim",
+            WebhookRequest {
+                headers: &headers,
+                body: &body,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    drain(p).await;
+    assert_eq!(
+        p.order(order.id).await.unwrap().state,
+        OrderState::Suspended
+    );
+    let out = redeliver(&h, &(headers, body)).await;
+    assert_eq!(out.applied, 1);
+    drain(p).await;
+    assert_eq!(p.order(order.id).await.unwrap().state, OrderState::Active);
+}

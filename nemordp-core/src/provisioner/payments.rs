@@ -45,7 +45,7 @@ pub struct ReversalRecord {
     pub method: String,
     /// The reversed payment's reference.
     pub reference: String,
-    /// The provider's reason text, latest first reversal then outcome.
+    /// The provider's reason text: the reversal's, then `; then: <outcome>` once closed.
     pub reason: String,
     /// The order's state when the reversal arrived: `active` (a suspend job was queued),
     /// or `paid`, `provisioning` or `suspended` (the order went to needs-attention).
@@ -471,15 +471,39 @@ impl Provisioner {
                 OrderState::NeedsAttention { reason } if reason.code == AttentionCode::PaymentReversed
             );
             let action = match (&open, &order.state) {
-                (Some((r, _)), OrderState::Suspended | OrderState::Active)
-                    if r.order_was == OrderStateKind::Active =>
-                {
+                (Some((r, _)), OrderState::Suspended) if r.order_was == OrderStateKind::Active => {
                     Some(
                         batch.enqueue(
                             Job::new(JobKind::Unsuspend, order_id, now)
                                 .with_note(format!("payment reinstated: {reason}")),
                         ),
                     )
+                }
+                (Some((r, _)), OrderState::Active) if r.order_was == OrderStateKind::Active => {
+                    // Lifecycle jobs of one order may run in any order: an unsuspend queued
+                    // now could run before the pending suspend. Let the provider redeliver
+                    // once the suspension is done; with none pending there is nothing to undo.
+                    let pending =
+                        self.inner
+                            .store
+                            .jobs_for_order(order_id)
+                            .await?
+                            .iter()
+                            .any(|j| {
+                                j.kind == JobKind::Suspend
+                                    && matches!(
+                                        j.state,
+                                        crate::store::JobState::Queued
+                                            | crate::store::JobState::Running
+                                    )
+                            });
+                    if pending {
+                        return Err(Error::unavailable(format!(
+                            "order {order_id} is still being suspended for the reversal; \
+                             deliver the reinstatement again later"
+                        )));
+                    }
+                    Some(batch)
                 }
                 (Some((r, _)), _) if reversed_here && r.order_was == OrderStateKind::Suspended => {
                     Some(batch.update_order(order.transition(&OrderEvent::ReversalWithdrawn, now)?))
