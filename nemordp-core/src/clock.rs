@@ -69,6 +69,115 @@ impl Timestamp {
         )
     }
 
+    /// `self` plus `months` calendar months, at the same time of day. The day of month is
+    /// clamped to the target month's length (Jan 31 + 1 month = Feb 28, or 29 in a leap year),
+    /// as billing systems do. Saturates at the representable range.
+    #[must_use]
+    pub fn add_months(self, months: u32) -> Self {
+        let ms = self.0.rem_euclid(86_400_000);
+        let days = self.0.div_euclid(86_400_000);
+        let (y, m, d) = civil_from_days(days);
+        let index = y
+            .saturating_mul(12)
+            .saturating_add(i64::from(m) - 1)
+            .saturating_add(i64::from(months));
+        let (y2, m2) = (
+            index.div_euclid(12),
+            u32::try_from(index.rem_euclid(12)).unwrap_or(0) + 1,
+        );
+        let d2 = d.min(days_in_month(y2, m2));
+        Self(
+            days_from_civil(y2, m2, d2)
+                .saturating_mul(86_400_000)
+                .saturating_add(ms),
+        )
+    }
+
+    /// Parses an RFC 3339 time as APIs send it: `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`
+    /// (`t`/space for `T`, `z` for `Z` accepted; fractions beyond milliseconds are truncated),
+    /// or a bare date `YYYY-MM-DD` (midnight UTC). Anything else, including impossible dates
+    /// such as February 30, is `InvalidInput`.
+    pub fn parse_rfc3339(text: &str) -> crate::Result<Self> {
+        let bad = || crate::Error::invalid_input(format!("{text:?} is not an RFC 3339 time"));
+        let b = text.trim().as_bytes();
+        let num = |r: std::ops::Range<usize>| -> Option<i64> {
+            let digits = b.get(r)?;
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            std::str::from_utf8(digits).ok()?.parse().ok()
+        };
+        let (year, month, day) = (
+            num(0..4).ok_or_else(bad)?,
+            num(5..7).ok_or_else(bad)?,
+            num(8..10).ok_or_else(bad)?,
+        );
+        if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+            return Err(bad());
+        }
+        let month = u32::try_from(month)
+            .ok()
+            .filter(|m| (1..=12).contains(m))
+            .ok_or_else(bad)?;
+        let day = u32::try_from(day)
+            .ok()
+            .filter(|d| *d >= 1 && *d <= days_in_month(year, month))
+            .ok_or_else(bad)?;
+        let date_ms = days_from_civil(year, month, day) * 86_400_000;
+        if b.len() == 10 {
+            return Ok(Self(date_ms));
+        }
+        if !matches!(b.get(10), Some(b'T' | b't' | b' '))
+            || b.get(13) != Some(&b':')
+            || b.get(16) != Some(&b':')
+        {
+            return Err(bad());
+        }
+        let (h, mi, sec) = (
+            num(11..13).ok_or_else(bad)?,
+            num(14..16).ok_or_else(bad)?,
+            num(17..19).ok_or_else(bad)?,
+        );
+        if h > 23 || mi > 59 || sec > 60 {
+            return Err(bad());
+        }
+        let mut i = 19;
+        let mut frac_ms = 0;
+        if b.get(i) == Some(&b'.') {
+            let start = i + 1;
+            i = start;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == start {
+                return Err(bad());
+            }
+            // Milliseconds: the first three digits, padded.
+            for k in 0..3 {
+                frac_ms = frac_ms * 10
+                    + b.get(start + k)
+                        .filter(|_| start + k < i)
+                        .map_or(0, |c| i64::from(c - b'0'));
+            }
+        }
+        let offset_ms = match b.get(i..) {
+            Some(b"Z" | b"z") => 0,
+            Some([sign @ (b'+' | b'-'), _, _, b':', _, _]) => {
+                let oh = num(i + 1..i + 3).ok_or_else(bad)?;
+                let om = num(i + 4..i + 6).ok_or_else(bad)?;
+                if oh > 23 || om > 59 {
+                    return Err(bad());
+                }
+                let off = (oh * 60 + om) * 60_000;
+                if *sign == b'+' { off } else { -off }
+            }
+            _ => return Err(bad()),
+        };
+        // A leap second reads as the last millisecond of its minute's end.
+        let secs = h * 3600 + mi * 60 + sec.min(59);
+        Ok(Self(date_ms + secs * 1000 + frac_ms - offset_ms))
+    }
+
     /// The time from `earlier` to `self`, zero if `earlier` is later.
     pub fn duration_since(self, earlier: Self) -> Duration {
         Duration::from_millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
@@ -111,6 +220,26 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
     let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Days since the Unix epoch of a proleptic-Gregorian date (inverse of `civil_from_days`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// A source of "now".
@@ -208,6 +337,96 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).unwrap()
+    }
+
+    #[test]
+    fn calendar_months_clamp_to_the_month_end() {
+        assert_eq!(
+            at("2026-01-31T10:00:00Z").add_months(1),
+            at("2026-02-28T10:00:00Z")
+        );
+        assert_eq!(
+            at("2028-01-31T10:00:00Z").add_months(1),
+            at("2028-02-29T10:00:00Z")
+        );
+        assert_eq!(
+            at("2026-03-31T00:00:00.250Z").add_months(1),
+            at("2026-04-30T00:00:00.250Z")
+        );
+        assert_eq!(at("2026-11-15").add_months(3), at("2027-02-15"));
+        assert_eq!(at("2026-08-31").add_months(6), at("2027-02-28"));
+        assert_eq!(at("2024-02-29").add_months(12), at("2025-02-28"));
+        assert_eq!(
+            at("1969-12-31T23:59:59Z").add_months(1),
+            at("1970-01-31T23:59:59Z")
+        );
+        assert_eq!(at("2026-05-05").add_months(0), at("2026-05-05"));
+    }
+
+    #[test]
+    fn parses_what_apis_send_and_refuses_the_rest() {
+        assert_eq!(at("1970-01-01T00:00:00Z"), Timestamp::EPOCH);
+        assert_eq!(
+            at("2025-11-25T20:07:00.123Z"),
+            Timestamp::from_unix_millis(1_764_101_220_123)
+        );
+        // Paystack's shape, offsets, more digits, lower-case separators.
+        assert_eq!(
+            at("2016-03-23T08:00:00.000Z"),
+            at("2016-03-23T09:00:00+01:00")
+        );
+        assert_eq!(
+            at("2016-03-23t08:00:00.123456z"),
+            at("2016-03-23T08:00:00.123Z")
+        );
+        assert_eq!(at("2016-03-23 08:00:00-00:30"), at("2016-03-23T08:30:00Z"));
+        assert_eq!(at("2016-03-23"), at("2016-03-23T00:00:00Z"));
+        for bad in [
+            "",
+            "2016-02-30T00:00:00Z",
+            "2016-13-01",
+            "2016-03-23T24:00:00Z",
+            "2016-03-23T08:00:00",
+            "2016-03-23T08:00:00.Z",
+            "2016-03-23T08:00:00+0100",
+            "16-03-23",
+            "2016/03/23",
+            "1458720000",
+            "2016-03-23T08:00:00Zjunk",
+            "+016-03-23",
+        ] {
+            assert_eq!(
+                Timestamp::parse_rfc3339(bad).unwrap_err().kind(),
+                crate::ErrorKind::InvalidInput,
+                "{bad}"
+            );
+        }
+    }
+
+    proptest! {
+        /// Display and parse round-trip; adding months keeps the time of day, moves the
+        /// calendar month by exactly `n`, never moves the day later, and clamps only at a
+        /// month end.
+        #[test]
+        fn months_and_parsing(ms in -4_000_000_000_000i64..8_000_000_000_000, n in 0u32..400) {
+            let t = Timestamp::from_unix_millis(ms);
+            prop_assert_eq!(Timestamp::parse_rfc3339(&t.to_string()).unwrap(), t);
+            let u = t.add_months(n);
+            prop_assert_eq!(u.0.rem_euclid(86_400_000), t.0.rem_euclid(86_400_000));
+            let (y, m, d) = civil_from_days(t.0.div_euclid(86_400_000));
+            let (y2, m2, d2) = civil_from_days(u.0.div_euclid(86_400_000));
+            prop_assert_eq!(y2 * 12 + i64::from(m2), y * 12 + i64::from(m) + i64::from(n));
+            prop_assert!(d2 <= d);
+            if d2 < d {
+                prop_assert_eq!(d2, days_in_month(y2, m2));
+            }
+            prop_assert_eq!(days_from_civil(y, m, d), t.0.div_euclid(86_400_000));
+        }
+    }
 
     #[test]
     fn formats_rfc3339() {

@@ -681,6 +681,7 @@ impl FraudHistory for MemoryFraudHistory {
 #[derive(Debug, Clone)]
 pub struct StoreFraudHistory {
     store: Arc<dyn crate::store::Store>,
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Collection of velocity events: key `<kind>:<stage>:<sha256(value)>:<order id>`.
@@ -695,9 +696,21 @@ struct StoredEvent {
 }
 
 impl StoreFraudHistory {
-    /// History in `store`.
+    /// History in `store`, stamping reference bindings with the wall clock (see
+    /// [`StoreFraudHistory::with_clock`]).
     pub fn new(store: Arc<dyn crate::store::Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            clock: Arc::new(crate::clock::SystemClock),
+        }
+    }
+
+    /// Stamps reference bindings with `clock` (give it the Provisioner's clock, so records
+    /// written under a paused or manual clock carry that clock's time).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn prefix(key: VelocityKey, value: &str, stage: FraudStage) -> String {
@@ -775,8 +788,7 @@ impl FraudHistory for StoreFraudHistory {
 
     async fn bind_reference(&self, reference: &str, order: OrderId) -> Result<OrderId> {
         let write = crate::store::RecordWrite::insert(REFERENCE_COLLECTION, reference, &order)?;
-        // The binding's time is not used; records take the commit time from the caller.
-        let now = Timestamp::from_system_time(std::time::SystemTime::now());
+        let now = self.clock.now();
         match self
             .store
             .commit(crate::store::Batch::new().put_record(write), now)
@@ -1194,6 +1206,15 @@ mod tests {
         );
         assert_eq!(a.bind_reference("ref-9", o1).await.unwrap(), o1);
         assert_eq!(b.bind_reference("ref-9", o2).await.unwrap(), o1);
+        // Bindings carry the injected clock's time, not the wall clock's.
+        let clock = Arc::new(crate::clock::ManualClock::new(t(7)));
+        let c = StoreFraudHistory::new(Arc::new(store.clone())).with_clock(clock);
+        assert_eq!(c.bind_reference("ref-10", o3).await.unwrap(), o3);
+        let bound = crate::store::Store::get_record(&store, REFERENCE_COLLECTION, "ref-10")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(bound.updated_at, t(7));
         let stored = crate::store::Store::list_records(&store, EVENT_COLLECTION, "", None, 0)
             .await
             .unwrap();

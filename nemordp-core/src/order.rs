@@ -286,6 +286,11 @@ pub enum OrderEvent {
     },
     /// An operator asks for provisioning to be tried again from scratch.
     RetryProvisioning,
+    /// The payment reversal that put an already-suspended order into needs-attention was
+    /// withdrawn (e.g. a dispute the merchant won): back to suspended, for whatever reason it
+    /// was suspended before. Only from needs-attention with
+    /// [`AttentionCode::PaymentReversed`].
+    ReversalWithdrawn,
 }
 
 impl OrderState {
@@ -365,6 +370,11 @@ impl OrderState {
             )
             | (S::Suspended, E::Unsuspend) => Some(S::Active),
             (S::Active, E::Suspend) => Some(S::Suspended),
+            (S::NeedsAttention { reason }, E::ReversalWithdrawn)
+                if reason.code == AttentionCode::PaymentReversed =>
+            {
+                Some(S::Suspended)
+            }
             (
                 S::Paid
                 | S::Provisioning { .. }
@@ -399,6 +409,7 @@ fn event_name(e: &OrderEvent) -> &'static str {
         OrderEvent::Terminate => "terminate",
         OrderEvent::Escalate { .. } => "escalate",
         OrderEvent::RetryProvisioning => "retry_provisioning",
+        OrderEvent::ReversalWithdrawn => "reversal_withdrawn",
     }
 }
 
@@ -496,6 +507,10 @@ mod tests {
                 reason: AttentionReason::new(AttentionCode::Other, "x")
             }),
             Just(OrderEvent::RetryProvisioning),
+            Just(OrderEvent::ReversalWithdrawn),
+            Just(OrderEvent::Escalate {
+                reason: AttentionReason::new(AttentionCode::PaymentReversed, "x")
+            }),
         ]
     }
 
@@ -557,6 +572,23 @@ mod tests {
                     step: ProvisionStep::IntentRecorded
                 })
                 .is_err()
+        );
+        // Only a reversal's needs-attention goes back to suspended when it is withdrawn.
+        let other = OrderState::NeedsAttention {
+            reason: AttentionReason::new(AttentionCode::BootDeadline, "x"),
+        };
+        assert!(other.apply(&OrderEvent::ReversalWithdrawn).is_err());
+        assert!(
+            OrderState::Active
+                .apply(&OrderEvent::ReversalWithdrawn)
+                .is_err()
+        );
+        let reversed = OrderState::NeedsAttention {
+            reason: AttentionReason::new(AttentionCode::PaymentReversed, "x"),
+        };
+        assert_eq!(
+            reversed.apply(&OrderEvent::ReversalWithdrawn).unwrap(),
+            OrderState::Suspended
         );
         // Late money escalates instead of vanishing.
         assert_eq!(

@@ -398,11 +398,42 @@ pub enum VerifiedEventKind {
         /// Provider's reason text.
         reason: String,
     },
+    /// An earlier [`VerifiedEventKind::Reversed`] of `reference` was withdrawn with the money
+    /// staying with the merchant (e.g. a dispute resolved in the merchant's favour): the
+    /// Provisioner reinstates the order, but only when that reversal is what suspended it or
+    /// put it into needs-attention (see `docs/paystack-and-fraud.md`).
+    Reinstated {
+        /// The reference.
+        reference: String,
+        /// Provider's reason text.
+        reason: String,
+    },
     /// Authenticated but of no interest (other event types).
     Ignored {
         /// The provider's event type.
         event_type: String,
     },
+}
+
+/// What the Provisioner hands each registered verifier when it is built (see
+/// [`PaymentVerifier::attach`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct VerifierContext {
+    /// The Provisioner's store, for durable side records (e.g. a review queue).
+    pub store: std::sync::Arc<dyn crate::store::Store>,
+    /// The Provisioner's clock, for the time stamps of those records.
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+}
+
+impl VerifierContext {
+    /// A context with `store` and `clock` (hosts wiring a verifier without a Provisioner).
+    pub fn new(
+        store: std::sync::Arc<dyn crate::store::Store>,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
+    ) -> Self {
+        Self { store, clock }
+    }
 }
 
 /// An inbound webhook as the host's HTTP server received it: raw body bytes (never re-serialised
@@ -450,6 +481,13 @@ pub trait PaymentVerifier: fmt::Debug + Send + Sync + 'static {
     /// - A malformed but authenticated body → `InvalidInput`.
     /// - Each returned event carries a dedupe key; the same delivery twice yields the same keys.
     async fn parse_webhook(&self, request: WebhookRequest<'_>) -> Result<Vec<VerifiedEvent>>;
+
+    /// Called once by the Provisioner's builder with its store and clock, so a backend can
+    /// keep durable side records (Paystack files mismatched payments for review there) on the
+    /// same store and clock as everything else. The default does nothing.
+    fn attach(&self, context: &VerifierContext) {
+        let _ = context;
+    }
 }
 
 #[cfg(test)]

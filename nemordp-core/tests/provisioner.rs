@@ -1167,3 +1167,236 @@ async fn an_order_changed_by_the_host_mid_step_is_reread_not_stalled() {
     );
     assert!(started.elapsed() < Duration::from_secs(3600));
 }
+
+/// Delivers the current signed webhook of the order's (only) payment.
+async fn deliver(
+    h: &Harness,
+    order: &Order,
+) -> (
+    nemordp_core::provisioner::WebhookOutcome,
+    (http::HeaderMap, Vec<u8>),
+) {
+    let payment = h
+        .store
+        .payments_for_order(order.id)
+        .await
+        .unwrap()
+        .remove(0);
+    let delivery = h.payments.signed_webhook(&payment.reference).unwrap();
+    let out = redeliver(h, &delivery).await;
+    (out, delivery)
+}
+
+async fn redeliver(
+    h: &Harness,
+    (headers, body): &(http::HeaderMap, Vec<u8>),
+) -> nemordp_core::provisioner::WebhookOutcome {
+    h.provisioner
+        .handle_webhook("sim", WebhookRequest { headers, body })
+        .await
+        .unwrap()
+}
+
+async fn reference_of(h: &Harness, order: &Order) -> String {
+    h.store.payments_for_order(order.id).await.unwrap()[0]
+        .reference
+        .clone()
+}
+
+async fn active_order(h: &Harness) -> Order {
+    let order = paid_order(h, "win").await;
+    h.provisioner.run_until_settled(order.id).await.unwrap();
+    assert_eq!(
+        h.provisioner.order(order.id).await.unwrap().state,
+        OrderState::Active
+    );
+    order
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_won_dispute_resumes_only_what_its_own_reversal_suspended() {
+    use nemordp_core::provisioner::ReversalStatus;
+    let h = harness(windows_cloud(21, MIN));
+    let p = &h.provisioner;
+    let state = |id| async move { p.order(id).await.unwrap().state };
+
+    // Disputed: suspended through the lifecycle job, recorded as an open reversal.
+    let order = active_order(&h).await;
+    let reference = reference_of(&h, &order).await;
+    h.payments.reverse(&reference, "dispute opened").unwrap();
+    let (out, opened) = deliver(&h, &order).await;
+    assert_eq!(out.applied, 1);
+    drain(p).await;
+    assert_eq!(state(order.id).await, OrderState::Suspended);
+    let rec = p.reversal(order.id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.status, rec.reference.as_str()),
+        (ReversalStatus::Open, reference.as_str())
+    );
+    assert_eq!(redeliver(&h, &opened).await.duplicates, 1);
+
+    // Won: resumed (machine running again), and a redelivery changes nothing.
+    h.payments
+        .reinstate(&reference, "dispute declined")
+        .unwrap();
+    let (out, won) = deliver(&h, &order).await;
+    assert_eq!((out.applied, out.ignored), (1, 0));
+    drain(p).await;
+    assert_eq!(state(order.id).await, OrderState::Active);
+    let id = h
+        .store
+        .get_instance(order.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .instance_id
+        .unwrap();
+    assert!(
+        nemordp_core::CloudProvider::get_instance(&h.cloud, &id)
+            .await
+            .unwrap()
+            .status
+            .is_running()
+    );
+    assert_eq!(
+        p.reversal(order.id).await.unwrap().unwrap().status,
+        ReversalStatus::Reinstated
+    );
+    let again = redeliver(&h, &won).await;
+    assert_eq!((again.applied, again.duplicates), (0, 1));
+    // The old "dispute opened" delivery replayed after the win is still a duplicate.
+    assert_eq!(redeliver(&h, &opened).await.duplicates, 1);
+    drain(p).await;
+    assert_eq!(state(order.id).await, OrderState::Active);
+
+    // Suspended by the operator, never reversed: a reinstatement does not resume it.
+    let operator = active_order(&h).await;
+    p.request(operator.id, LifecycleOp::Suspend, Some("abuse report"))
+        .await
+        .unwrap();
+    drain(p).await;
+    h.payments
+        .reinstate(&reference_of(&h, &operator).await, "dispute declined")
+        .unwrap();
+    let (out, _) = deliver(&h, &operator).await;
+    assert_eq!((out.applied, out.ignored), (0, 1));
+    drain(p).await;
+    assert_eq!(state(operator.id).await, OrderState::Suspended);
+
+    // Suspended by the operator, then disputed (needs attention), then won: the attention
+    // is cleared but the machine stays suspended for the operator's own reason.
+    let both = active_order(&h).await;
+    p.request(both.id, LifecycleOp::Suspend, Some("abuse report"))
+        .await
+        .unwrap();
+    drain(p).await;
+    let both_ref = reference_of(&h, &both).await;
+    h.payments.reverse(&both_ref, "dispute opened").unwrap();
+    deliver(&h, &both).await;
+    assert!(matches!(
+        state(both.id).await,
+        OrderState::NeedsAttention { reason } if reason.code == AttentionCode::PaymentReversed
+    ));
+    h.payments.reinstate(&both_ref, "dispute declined").unwrap();
+    assert_eq!(deliver(&h, &both).await.0.applied, 1);
+    drain(p).await;
+    assert_eq!(state(both.id).await, OrderState::Suspended);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_dispute_keeps_the_order_suspended_and_recorded() {
+    use nemordp_core::provisioner::ReversalStatus;
+    let h = harness(windows_cloud(22, MIN));
+    let p = &h.provisioner;
+    let order = active_order(&h).await;
+    let reference = reference_of(&h, &order).await;
+    h.payments.reverse(&reference, "dispute opened").unwrap();
+    deliver(&h, &order).await;
+    drain(p).await;
+    // The customer won: the same reference is reversed for good.
+    h.payments
+        .reverse(&reference, "dispute lost (merchant-accepted)")
+        .unwrap();
+    assert_eq!(deliver(&h, &order).await.0.applied, 1);
+    drain(p).await;
+    assert_eq!(
+        p.order(order.id).await.unwrap().state,
+        OrderState::Suspended
+    );
+    let rec = p.reversal(order.id).await.unwrap().unwrap();
+    assert_eq!(rec.status, ReversalStatus::Upheld);
+    assert!(rec.reason.contains("merchant-accepted"), "{}", rec.reason);
+    // A reinstatement after that (out of order, or bogus) is not acted on.
+    h.payments
+        .reinstate(&reference, "dispute declined")
+        .unwrap();
+    assert_eq!(deliver(&h, &order).await.0.ignored, 1);
+    drain(p).await;
+    assert_eq!(
+        p.order(order.id).await.unwrap().state,
+        OrderState::Suspended
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dispute_won_before_delivery_provisions_the_order() {
+    let h = harness(windows_cloud(23, MIN));
+    let p = &h.provisioner;
+    let order = paid_order(&h, "win").await;
+    let reference = reference_of(&h, &order).await;
+    h.payments.reverse(&reference, "dispute opened").unwrap();
+    deliver(&h, &order).await;
+    drain(p).await;
+    assert!(matches!(
+        p.order(order.id).await.unwrap().state,
+        OrderState::NeedsAttention { reason } if reason.code == AttentionCode::PaymentReversed
+    ));
+    h.payments
+        .reinstate(&reference, "dispute declined")
+        .unwrap();
+    assert_eq!(deliver(&h, &order).await.0.applied, 1);
+    p.run_until_settled(order.id).await.unwrap();
+    assert_eq!(p.order(order.id).await.unwrap().state, OrderState::Active);
+    assert_eq!(h.cloud.live_with_label(&order.instance_label()), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dispute_won_before_its_suspension_ran_waits_for_it() {
+    let h = harness(windows_cloud(24, MIN));
+    let p = &h.provisioner;
+    let order = active_order(&h).await;
+    let reference = reference_of(&h, &order).await;
+    h.payments.reverse(&reference, "dispute opened").unwrap();
+    deliver(&h, &order).await;
+    // Won before the suspend job ran: redeliver later (a retryable error), nothing recorded.
+    h.payments
+        .reinstate(&reference, "dispute declined")
+        .unwrap();
+    let payment = h
+        .store
+        .payments_for_order(order.id)
+        .await
+        .unwrap()
+        .remove(0);
+    let (headers, body) = h.payments.signed_webhook(&payment.reference).unwrap();
+    let e = p
+        .handle_webhook(
+            "sim",
+            WebhookRequest {
+                headers: &headers,
+                body: &body,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    drain(p).await;
+    assert_eq!(
+        p.order(order.id).await.unwrap().state,
+        OrderState::Suspended
+    );
+    let out = redeliver(&h, &(headers, body)).await;
+    assert_eq!(out.applied, 1);
+    drain(p).await;
+    assert_eq!(p.order(order.id).await.unwrap().state, OrderState::Active);
+}

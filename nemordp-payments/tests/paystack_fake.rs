@@ -302,6 +302,35 @@ impl Fake {
         });
     }
 
+    /// A signed `charge.dispute.resolve` about `reference`, as Paystack sends it.
+    fn dispute_resolved(
+        &self,
+        reference: &str,
+        resolution: Option<&str>,
+        refund_amount: u64,
+    ) -> (http::HeaderMap, Vec<u8>) {
+        let tx = self.tx(reference);
+        signed(&json!({"event": "charge.dispute.resolve", "data": {
+            "id": 7_000 + tx.id, "status": "resolved", "resolution": resolution,
+            "refund_amount": refund_amount, "currency": tx.currency, "domain": "test",
+            "transaction": tx.view()}}))
+    }
+
+    /// A signed `refund.processed` of `amount` (any JSON) about `reference` (a transaction
+    /// the fake knows).
+    fn refund(
+        &self,
+        reference: &str,
+        refund_id: u64,
+        amount: &Value,
+        currency: &str,
+    ) -> (http::HeaderMap, Vec<u8>) {
+        let tx = self.tx(reference);
+        signed(&json!({"event": "refund.processed", "data": {
+            "id": refund_id, "status": "processed", "transaction_reference": tx.reference,
+            "amount": amount, "currency": currency}}))
+    }
+
     /// A correctly signed webhook body for `event` about `reference`, as Paystack sends it.
     fn webhook(&self, event: &str, reference: &str) -> (http::HeaderMap, Vec<u8>) {
         let tx = self.tx(reference);
@@ -738,8 +767,11 @@ async fn cheaper_dearer_or_other_currency_payments_are_rejected_and_recorded() {
         );
         assert_eq!(m.received, format!("{amount} {currency}"));
     }
-    // check + verify_payment for each: recorded for review.
-    assert_eq!(p.mismatches().len(), 8);
+    // check + verify_payment for each: recorded for review once per mismatch, not per look.
+    assert_eq!(p.mismatches().len(), 4);
+    for m in &p.mismatches()[..2] {
+        assert_eq!(m.kind, MismatchKind::Amount);
+    }
     check_requests_against_spec(&server).await;
 }
 
@@ -780,6 +812,10 @@ async fn mismatches_are_recorded_durably_in_the_review_store() {
     assert_eq!(of(&cheap.reference)["received"], format!("{} NGN", due - 1));
     assert_eq!(of(&usd.reference)["kind"], "currency");
     assert!(filed.iter().all(|r| !r.key.starts_with(&exact.reference)));
+    // Two checks each, one entry each in the in-memory log too.
+    assert_eq!(p.mismatches().len(), 2);
+    assert!(p.review_is_durable());
+    assert!(!builder(&server).build().unwrap().review_is_durable());
 }
 
 // ----- errors -----
@@ -1113,6 +1149,125 @@ async fn reordered_refund_and_dispute_events_end_in_the_right_state() {
     let stray = json!({"event": "refund.processed", "data": {"transaction_reference": "nope", "status": "processed"}});
     assert!(matches!(
         parse(&p, &signed(&stray)).await.unwrap()[0].kind,
+        VerifiedEventKind::Ignored { .. }
+    ));
+    check_requests_against_spec(&server).await;
+}
+
+#[tokio::test]
+async fn partial_refunds_are_filed_for_review_and_full_ones_reverse() {
+    use nemordp_core::Store as _;
+    let (server, fake) = start().await;
+    let store = nemordp_core::sim::store::MemoryStore::new();
+    let p = builder(&server)
+        .with_review_store(Arc::new(store.clone()))
+        .build()
+        .unwrap();
+    let pay = opened(&p, ngn(20_000)).await;
+    fake.set(&pay.reference, "success", 20_000, None);
+    let reversed = |events: &[VerifiedEvent]| matches!(&events[0].kind, VerifiedEventKind::Reversed { reference, .. } if *reference == pay.reference);
+    // Less than charged, as an integer or integer text: no reversal, one review entry each.
+    for (id, amount) in [(1, json!(5_000)), (2, json!("19999"))] {
+        let delivery = fake.refund(&pay.reference, id, &amount, "NGN");
+        for _ in 0..2 {
+            let events = parse(&p, &delivery).await.unwrap();
+            assert!(
+                matches!(&events[0].kind, VerifiedEventKind::Ignored { .. }),
+                "{events:?}"
+            );
+        }
+    }
+    let partial = p.mismatches();
+    assert_eq!(partial.len(), 2, "{partial:?}");
+    assert_eq!(
+        (
+            partial[0].kind,
+            partial[0].refund_id,
+            partial[0].received.as_str()
+        ),
+        (MismatchKind::PartialRefund, Some(1), "5000 NGN refunded")
+    );
+    assert_eq!(partial[0].expected, "20000 NGN");
+    let filed = store
+        .list_records(nemordp_payments::paystack::MISMATCH_COLLECTION, "", None, 0)
+        .await
+        .unwrap();
+    assert_eq!(filed.len(), 2, "{filed:?}");
+    assert!(filed.iter().all(|r| r.key.contains(":partial_refund:")));
+    // The whole amount, more, an unreadable amount or another currency: reversed.
+    for (id, amount, currency) in [
+        (3, json!(20_000), "NGN"),
+        (4, json!("20000"), "NGN"),
+        (5, json!(25_000), "NGN"),
+        (6, json!(1.5), "NGN"),
+        (7, json!(-5), "NGN"),
+        (8, Value::Null, "NGN"),
+        (9, json!(100), "USD"),
+    ] {
+        let events = parse(&p, &fake.refund(&pay.reference, id, &amount, currency))
+            .await
+            .unwrap();
+        assert!(reversed(&events), "{amount} {currency}: {events:?}");
+    }
+    // Paystack already marks the transaction reversed: whatever the event says, reversed.
+    fake.set(&pay.reference, "reversed", 20_000, None);
+    assert!(reversed(
+        &parse(&p, &fake.refund(&pay.reference, 10, &json!(1), "NGN"))
+            .await
+            .unwrap()
+    ));
+    assert_eq!(p.mismatches().len(), 2);
+    check_requests_against_spec(&server).await;
+}
+
+#[tokio::test]
+async fn dispute_resolutions_reinstate_only_when_the_money_stays() {
+    let (server, fake) = start().await;
+    let p = builder(&server).build().unwrap();
+    let pay = opened(&p, ngn(20_000)).await;
+    fake.set(&pay.reference, "success", 20_000, None);
+    let kind = |d: &(http::HeaderMap, Vec<u8>)| {
+        let p = &p;
+        let d = d.clone();
+        async move { parse(p, &d).await.unwrap().remove(0) }
+    };
+    let won = kind(&fake.dispute_resolved(&pay.reference, Some("declined"), 0)).await;
+    assert_eq!(
+        won.kind,
+        VerifiedEventKind::Reinstated {
+            reference: pay.reference.clone(),
+            reason: "dispute resolved (declined): the payment stands".into()
+        }
+    );
+    assert!(won.event_key.starts_with("charge.dispute.resolve:"));
+    // Lost, or "declined" yet something was refunded: reversed for good.
+    for (resolution, refund) in [("merchant-accepted", 20_000), ("declined", 500)] {
+        let e = kind(&fake.dispute_resolved(&pay.reference, Some(resolution), refund)).await;
+        assert!(
+            matches!(&e.kind, VerifiedEventKind::Reversed { reason, .. } if reason.contains(resolution)),
+            "{e:?}"
+        );
+    }
+    // No resolution: nothing to act on.
+    assert!(matches!(
+        kind(&fake.dispute_resolved(&pay.reference, None, 0))
+            .await
+            .kind,
+        VerifiedEventKind::Ignored { .. }
+    ));
+    // The body says declined but verify says the money went back: verify is believed.
+    fake.set(&pay.reference, "reversed", 20_000, None);
+    assert!(matches!(
+        kind(&fake.dispute_resolved(&pay.reference, Some("declined"), 0))
+            .await
+            .kind,
+        VerifiedEventKind::Reversed { .. }
+    ));
+    // About a transaction Paystack does not know: ignored.
+    let ghost = json!({"event": "charge.dispute.resolve", "data": {"id": 1, "resolution": "declined",
+                       "transaction": {"reference": "ghost-ref", "status": "success"}}});
+    assert!(matches!(
+        parse(&p, &signed(&ghost)).await.unwrap()[0].kind,
         VerifiedEventKind::Ignored { .. }
     ));
     check_requests_against_spec(&server).await;
@@ -1457,6 +1612,101 @@ mod subscriptions {
         signed(&json!({"event": event, "data": data}))
     }
 
+    async fn hook(
+        w: &World,
+        (headers, body): &(http::HeaderMap, Vec<u8>),
+    ) -> nemordp_core::provisioner::WebhookOutcome {
+        w.prov
+            .handle_webhook("paystack", WebhookRequest { headers, body })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_won_dispute_resumes_the_machine_and_a_partial_refund_never_suspends() {
+        let w = world().await;
+        // Registered with the Provisioner: mismatches go to its store by default.
+        assert!(w.paystack.review_is_durable());
+        let order = w
+            .prov
+            .place_order(
+                &"win-2c-4g".into(),
+                Customer::new("c1").with_email("ada@example.com"),
+            )
+            .await
+            .unwrap();
+        let payment = w.prov.open_payment(order.id, "paystack").await.unwrap();
+        w.fake.set(&payment.reference, "success", 4_500_000, None);
+        hook(&w, &w.fake.webhook("charge.success", &payment.reference)).await;
+        run_jobs(&w).await;
+        let state = || async { w.prov.order(order.id).await.unwrap().state };
+        assert_eq!(state().await, OrderState::Active);
+
+        // A partial refund: no suspension, filed for review in the Provisioner's store at
+        // the Provisioner's clock time.
+        let at = nemordp_core::Clock::now(&w.clock);
+        let partial = w
+            .fake
+            .refund(&payment.reference, 31, &json!(1_000_000), "NGN");
+        assert_eq!(hook(&w, &partial).await.ignored, 1);
+        assert_eq!(hook(&w, &partial).await.ignored, 1);
+        let jobs = w.store.jobs_for_order(order.id).await.unwrap();
+        assert!(!jobs.iter().any(|j| j.kind == JobKind::Suspend), "{jobs:?}");
+        run_jobs(&w).await;
+        assert_eq!(state().await, OrderState::Active);
+        let filed = w
+            .store
+            .list_records(nemordp_payments::paystack::MISMATCH_COLLECTION, "", None, 0)
+            .await
+            .unwrap();
+        assert_eq!(filed.len(), 1, "{filed:?}");
+        assert_eq!(filed[0].updated_at, at);
+        assert_eq!(w.paystack.mismatches().len(), 1);
+
+        // Disputed: suspended. Won: resumed through an unsuspend job; a redelivery is a no-op.
+        assert_eq!(
+            hook(
+                &w,
+                &w.fake.webhook("charge.dispute.create", &payment.reference)
+            )
+            .await
+            .applied,
+            1
+        );
+        run_jobs(&w).await;
+        assert_eq!(state().await, OrderState::Suspended);
+        let won = w
+            .fake
+            .dispute_resolved(&payment.reference, Some("declined"), 0);
+        assert_eq!(hook(&w, &won).await.applied, 1);
+        run_jobs(&w).await;
+        assert_eq!(state().await, OrderState::Active);
+        let jobs = w.store.jobs_for_order(order.id).await.unwrap();
+        assert!(
+            jobs.iter().any(|j| j.kind == JobKind::Unsuspend),
+            "{jobs:?}"
+        );
+        let again = hook(&w, &won).await;
+        assert_eq!((again.applied, again.duplicates), (0, 1));
+
+        // Suspended by the host for another reason: a won dispute does not resume it.
+        w.prov
+            .request(
+                order.id,
+                nemordp_core::provisioner::LifecycleOp::Suspend,
+                Some("abuse report"),
+            )
+            .await
+            .unwrap();
+        run_jobs(&w).await;
+        let mut other: Value = serde_json::from_slice(&won.1).unwrap();
+        other["data"]["id"] = json!(99_999);
+        assert_eq!(hook(&w, &signed(&other)).await.ignored, 1);
+        run_jobs(&w).await;
+        assert_eq!(state().await, OrderState::Suspended);
+        check_requests_against_spec(&w.server).await;
+    }
+
     #[tokio::test]
     async fn subscribe_renew_lapse_suspend_terminate() {
         let w = world().await;
@@ -1553,7 +1803,10 @@ mod subscriptions {
         let SubscriptionOutcome::Renewed(_, until) = out else {
             panic!("{out:?}")
         };
-        assert_eq!(until, rec.paid_until.saturating_add(30 * DAY));
+        // Calendar months: the first period ends early February, the renewal adds February's
+        // 28 days, not 30.
+        assert_eq!(until, rec.paid_until.add_months(1));
+        assert_eq!(until.duration_since(rec.paid_until), 28 * DAY);
         let again = w
             .subs
             .handle_webhook(WebhookRequest {
@@ -1603,9 +1856,32 @@ mod subscriptions {
             })
             .await
             .unwrap();
+        let until2 = until.add_months(1);
+        assert_eq!(out, SubscriptionOutcome::Renewed(order.id, until2));
+        assert_eq!(until2.duration_since(until), 31 * DAY, "March");
+        // An invoice.update that carries Paystack's next_payment_date: that date is the end.
+        {
+            let mut tx = w.fake.tx("renewal-2");
+            tx.reference = "renewal-3".into();
+            tx.id += 1;
+            w.fake.0.lock().unwrap().txs.insert("renewal-3".into(), tx);
+        }
+        let paystack_date = until2.add_months(1).saturating_sub(DAY);
+        let mut third: Value = serde_json::from_slice(
+            &invoice("invoice.update", &rec.subscription_code, Some("renewal-3")).1,
+        )
+        .unwrap();
+        third["data"]["subscription"]["next_payment_date"] = json!(paystack_date.to_string());
+        let third = signed(&third);
         assert_eq!(
-            out,
-            SubscriptionOutcome::Renewed(order.id, until.saturating_add(30 * DAY))
+            w.subs
+                .handle_webhook(WebhookRequest {
+                    headers: &third.0,
+                    body: &third.1
+                })
+                .await
+                .unwrap(),
+            SubscriptionOutcome::Renewed(order.id, paystack_date)
         );
         // A "renewal" whose charge does not verify for the plan price is refused.
         w.fake.set(renewal_ref, "success", 100, None);

@@ -51,7 +51,7 @@ use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 pub use events::{ProgressEvent, ProgressStream, Stage};
 pub use gc::{Orphan, OrphanPolicy};
 pub use limiter::RateLimiter;
-pub use payments::WebhookOutcome;
+pub use payments::{REVERSAL_COLLECTION, ReversalRecord, ReversalStatus, WebhookOutcome};
 use tokio::sync::{Notify, broadcast};
 
 use crate::{
@@ -326,6 +326,12 @@ impl ProvisionerBuilder {
                 (*name, RateLimiter::new(rps, 1))
             })
             .collect();
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
+        // Verifiers keep their durable side records (review queues) in this store.
+        let context = crate::payment::VerifierContext::new(store.clone(), clock.clone());
+        for verifier in self.verifiers.values() {
+            verifier.attach(&context);
+        }
         let (events, _) = broadcast::channel(self.config.event_capacity.max(1));
         Ok(Provisioner {
             inner: Arc::new(Inner {
@@ -338,7 +344,7 @@ impl ProvisionerBuilder {
                 probe: self.probe.unwrap_or_else(|| Arc::new(TcpRdpProbe::new())),
                 catalog,
                 sealer,
-                clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
+                clock,
                 config: self.config,
                 events,
                 outbox_wake: Notify::new(),

@@ -1,18 +1,63 @@
 //! Payment side of the provisioner: open a request, apply verified observations, and turn a
 //! settlement into a provisioning job in the same transaction (`reliability.md` §2.1, §5).
 
+use serde::{Deserialize, Serialize};
+
 use crate::{
+    clock::Timestamp,
     error::{Error, ErrorKind, Result},
     ids::{OrderId, PaymentId},
     money::Rounding,
     notify::NotificationKind,
-    order::{OrderEvent, OrderState},
+    order::{AttentionCode, AttentionReason, OrderEvent, OrderState, OrderStateKind},
     payment::{
         InvoiceEvent, InvoiceException, InvoiceState, InvoiceStatus, InvoiceTerms, LockedRate,
         Payment, PaymentRequest, VerifiedEventKind, WebhookRequest,
     },
-    store::{Batch, CommitOutcome, Job, OutboxEntry, StoreExt},
+    store::{Batch, CommitOutcome, Job, JobKind, OutboxEntry, RecordWrite, StoreExt},
 };
+
+/// Store collection of [`ReversalRecord`]s, keyed by order id.
+pub const REVERSAL_COLLECTION: &str = "payment.reversal";
+
+/// Where the reversal that acted on an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReversalStatus {
+    /// The reversal suspended the order (or put it into needs-attention); a withdrawal of
+    /// the same reference (a dispute the merchant won) reinstates it.
+    Open,
+    /// Withdrawn: the order was reinstated.
+    Reinstated,
+    /// Final: the customer got the money back (refund, lost dispute) or another reversal
+    /// followed. The order stays suspended or in needs-attention for an operator.
+    Upheld,
+}
+
+/// Why and how a payment reversal acted on an order, so that only *its* withdrawal can undo
+/// it (an order suspended by an operator or a subscription lapse is never resumed by a
+/// dispute outcome). One per order: [`Provisioner::reversal`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ReversalRecord {
+    /// The payment method (verifier name).
+    pub method: String,
+    /// The reversed payment's reference.
+    pub reference: String,
+    /// The provider's reason text: the reversal's, then `; then: <outcome>` once closed.
+    pub reason: String,
+    /// The order's state when the reversal arrived: `active` (a suspend job was queued),
+    /// or `paid`, `provisioning` or `suspended` (the order went to needs-attention).
+    pub order_was: OrderStateKind,
+    /// Where it stands.
+    pub status: ReversalStatus,
+    /// When the reversal arrived.
+    pub reversed_at: Timestamp,
+    /// When it was reinstated or upheld.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Timestamp>,
+}
 
 use super::{Provisioner, Stage};
 
@@ -151,7 +196,8 @@ impl Provisioner {
         for event in events {
             let (reference, invoice_event) = match &event.kind {
                 VerifiedEventKind::Observed(obs) => (obs.reference.clone(), Some(obs.as_event())),
-                VerifiedEventKind::Reversed { reference, .. } => (reference.clone(), None),
+                VerifiedEventKind::Reversed { reference, .. }
+                | VerifiedEventKind::Reinstated { reference, .. } => (reference.clone(), None),
                 _ => {
                     outcome.ignored += 1;
                     continue;
@@ -166,8 +212,16 @@ impl Provisioner {
             let result = match (invoice_event, &event.kind) {
                 (Some(ev), _) => self.apply_invoice_event(payment.id, &ev, dedupe).await?,
                 (None, VerifiedEventKind::Reversed { reason, .. }) => {
-                    self.apply_reversal(payment.order_id, reason, dedupe)
-                        .await?
+                    self.apply_reversal(&payment, reason, dedupe).await?
+                }
+                (None, VerifiedEventKind::Reinstated { reason, .. }) => {
+                    match self.apply_reinstatement(&payment, reason, dedupe).await? {
+                        (CommitOutcome::Applied, false) => {
+                            outcome.ignored += 1;
+                            continue;
+                        }
+                        (result, _) => result,
+                    }
                 }
                 (None, _) => CommitOutcome::Applied,
             };
@@ -263,36 +317,255 @@ impl Provisioner {
         )))
     }
 
+    /// The reversal record of an order, if a payment reversal ever acted on it.
+    pub async fn reversal(&self, order_id: OrderId) -> Result<Option<ReversalRecord>> {
+        Ok(self.load_reversal(order_id).await?.map(|(r, _)| r))
+    }
+
+    async fn load_reversal(&self, order_id: OrderId) -> Result<Option<(ReversalRecord, u64)>> {
+        match self
+            .inner
+            .store
+            .get_record(REVERSAL_COLLECTION, &order_id.to_string())
+            .await?
+        {
+            Some(r) => Ok(Some((r.decode()?, r.version))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `record` for `order_id`: an insert, or an update of `version`.
+    fn reversal_write(
+        order_id: OrderId,
+        record: &ReversalRecord,
+        version: Option<u64>,
+    ) -> Result<RecordWrite> {
+        let key = order_id.to_string();
+        match version {
+            Some(v) => RecordWrite::update(REVERSAL_COLLECTION, &key, record, v),
+            None => RecordWrite::insert(REVERSAL_COLLECTION, &key, record),
+        }
+    }
+
+    /// Suspends (active order) or escalates (paid, provisioning, suspended) on a reversal, and
+    /// records why in the order's [`ReversalRecord`], in one commit with the dedupe key.
     async fn apply_reversal(
         &self,
-        order_id: OrderId,
+        payment: &Payment,
         reason: &str,
         dedupe: Option<(String, String)>,
     ) -> Result<CommitOutcome> {
-        let now = self.now();
-        let mut batch = Batch::new();
-        if let Some((source, key)) = dedupe {
-            batch = batch.dedupe(source, key);
-        }
-        let order = self.inner.store.require_order(order_id).await?;
-        batch = match order.state {
-            OrderState::Active => batch.enqueue(
-                Job::new(crate::store::JobKind::Suspend, order_id, now)
-                    .with_note(format!("payment reversed: {reason}")),
-            ),
-            OrderState::Paid | OrderState::Provisioning { .. } | OrderState::Suspended => batch
-                .update_order(order.transition(
+        let order_id = payment.order_id;
+        for _ in 0..8 {
+            let now = self.now();
+            let mut batch = Batch::new();
+            if let Some((source, key)) = &dedupe {
+                batch = batch.dedupe(source.clone(), key.clone());
+            }
+            let order = self.inner.store.require_order(order_id).await?;
+            let existing = self.load_reversal(order_id).await?;
+            let open = existing
+                .as_ref()
+                .filter(|(r, _)| r.status == ReversalStatus::Open);
+            let escalate = |batch: Batch| -> Result<Batch> {
+                Ok(batch.update_order(order.transition(
                     &OrderEvent::Escalate {
-                        reason: crate::order::AttentionReason::new(
-                            crate::order::AttentionCode::PaymentReversed,
-                            reason,
-                        ),
+                        reason: AttentionReason::new(AttentionCode::PaymentReversed, reason),
                     },
                     now,
-                )?),
-            _ => batch,
-        };
-        self.inner.store.commit(batch, now).await
+                )?))
+            };
+            let record = if let Some((r, version)) = open {
+                // The final word on a reversal that already acted (a refund or a lost dispute
+                // after the dispute opened), or a second reversal: never reinstated
+                // automatically. The same reference's order stays as that reversal left it.
+                let same = r.reference == payment.reference;
+                if !same && matches!(order.state, OrderState::Suspended) {
+                    batch = escalate(batch)?;
+                }
+                let mut r = r.clone();
+                r.status = ReversalStatus::Upheld;
+                r.reason = format!("{}; then: {reason}", r.reason);
+                r.closed_at = Some(now);
+                tracing::warn!(
+                    order_id = %order_id,
+                    method = %payment.method,
+                    reason,
+                    "payment reversal upheld; the order stays suspended for an operator"
+                );
+                Some(Self::reversal_write(order_id, &r, Some(*version))?)
+            } else {
+                let order_was = order.state.kind();
+                batch = match order.state {
+                    OrderState::Active => batch.enqueue(
+                        Job::new(JobKind::Suspend, order_id, now)
+                            .with_note(format!("payment reversed: {reason}")),
+                    ),
+                    OrderState::Paid | OrderState::Provisioning { .. } | OrderState::Suspended => {
+                        escalate(batch)?
+                    }
+                    _ => batch,
+                };
+                let acted = matches!(
+                    order_was,
+                    OrderStateKind::Active
+                        | OrderStateKind::Paid
+                        | OrderStateKind::Provisioning
+                        | OrderStateKind::Suspended
+                );
+                acted
+                    .then(|| {
+                        Self::reversal_write(
+                            order_id,
+                            &ReversalRecord {
+                                method: payment.method.clone(),
+                                reference: payment.reference.clone(),
+                                reason: reason.to_owned(),
+                                order_was,
+                                status: ReversalStatus::Open,
+                                reversed_at: now,
+                                closed_at: None,
+                            },
+                            existing.as_ref().map(|(_, v)| *v),
+                        )
+                    })
+                    .transpose()?
+            };
+            if let Some(w) = record {
+                batch = batch.put_record(w);
+            }
+            match self.inner.store.commit(batch, now).await {
+                Err(e) if e.kind() == ErrorKind::Conflict => {}
+                other => return other,
+            }
+        }
+        Err(Error::conflict(format!(
+            "order {order_id} kept changing under a payment reversal"
+        )))
+    }
+
+    /// Undoes what the open reversal of the same reference did: resumes the machine it
+    /// suspended (a durable unsuspend job), returns an order it escalated from suspended to
+    /// suspended, or restarts provisioning of an order it escalated before delivery. Anything
+    /// else (no open reversal, another reference, an order an operator moved since) is only
+    /// logged. The bool says whether the order was reinstated.
+    async fn apply_reinstatement(
+        &self,
+        payment: &Payment,
+        reason: &str,
+        dedupe: Option<(String, String)>,
+    ) -> Result<(CommitOutcome, bool)> {
+        let order_id = payment.order_id;
+        for _ in 0..8 {
+            let now = self.now();
+            let mut batch = Batch::new();
+            if let Some((source, key)) = &dedupe {
+                batch = batch.dedupe(source.clone(), key.clone());
+            }
+            let order = self.inner.store.require_order(order_id).await?;
+            let open = self.load_reversal(order_id).await?.filter(|(r, _)| {
+                r.status == ReversalStatus::Open && r.reference == payment.reference
+            });
+            let reversed_here = matches!(
+                &order.state,
+                OrderState::NeedsAttention { reason } if reason.code == AttentionCode::PaymentReversed
+            );
+            let action = match (&open, &order.state) {
+                (Some((r, _)), OrderState::Suspended) if r.order_was == OrderStateKind::Active => {
+                    Some(
+                        batch.enqueue(
+                            Job::new(JobKind::Unsuspend, order_id, now)
+                                .with_note(format!("payment reinstated: {reason}")),
+                        ),
+                    )
+                }
+                (Some((r, _)), OrderState::Active) if r.order_was == OrderStateKind::Active => {
+                    // Lifecycle jobs of one order may run in any order: an unsuspend queued
+                    // now could run before the pending suspend. Let the provider redeliver
+                    // once the suspension is done; with none pending there is nothing to undo.
+                    let pending =
+                        self.inner
+                            .store
+                            .jobs_for_order(order_id)
+                            .await?
+                            .iter()
+                            .any(|j| {
+                                j.kind == JobKind::Suspend
+                                    && matches!(
+                                        j.state,
+                                        crate::store::JobState::Queued
+                                            | crate::store::JobState::Running
+                                    )
+                            });
+                    if pending {
+                        return Err(Error::unavailable(format!(
+                            "order {order_id} is still being suspended for the reversal; \
+                             deliver the reinstatement again later"
+                        )));
+                    }
+                    Some(batch)
+                }
+                (Some((r, _)), _) if reversed_here && r.order_was == OrderStateKind::Suspended => {
+                    Some(batch.update_order(order.transition(&OrderEvent::ReversalWithdrawn, now)?))
+                }
+                (Some((r, _)), _)
+                    if reversed_here
+                        && matches!(
+                            r.order_was,
+                            OrderStateKind::Paid | OrderStateKind::Provisioning
+                        )
+                        && !order.fraud_rejected() =>
+                {
+                    let job = Job::new(JobKind::Provision, order_id, now).with_unique_key(format!(
+                        "provision:{order_id}:reinstated:{}",
+                        now.as_unix_millis()
+                    ));
+                    Some(
+                        batch
+                            .update_order(order.transition(&OrderEvent::RetryProvisioning, now)?)
+                            .enqueue(job),
+                    )
+                }
+                _ => None,
+            };
+            let Some(mut batch) = action else {
+                tracing::warn!(
+                    order_id = %order_id,
+                    method = %payment.method,
+                    state = %order.state.kind(),
+                    reason,
+                    "payment reinstated, but no open reversal of this reference suspended the order; left as it is"
+                );
+                let mut only_dedupe = Batch::new();
+                if let Some((source, key)) = &dedupe {
+                    only_dedupe = only_dedupe.dedupe(source.clone(), key.clone());
+                }
+                return Ok((self.inner.store.commit(only_dedupe, now).await?, false));
+            };
+            let (mut r, version) = open.expect("an action implies an open reversal");
+            r.status = ReversalStatus::Reinstated;
+            r.reason = format!("{}; then: {reason}", r.reason);
+            r.closed_at = Some(now);
+            batch = batch.put_record(Self::reversal_write(order_id, &r, Some(version))?);
+            match self.inner.store.commit(batch, now).await {
+                Ok(CommitOutcome::Applied) => {
+                    tracing::info!(order_id = %order_id, reason, "payment reinstated; order reinstated");
+                    self.emit(
+                        order_id,
+                        super::Stage::Lifecycle,
+                        0,
+                        format!("payment reinstated: {reason}"),
+                    );
+                    return Ok((CommitOutcome::Applied, true));
+                }
+                Ok(other) => return Ok((other, false)),
+                Err(e) if e.kind() == ErrorKind::Conflict => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::conflict(format!(
+            "order {order_id} kept changing under a payment reinstatement"
+        )))
     }
 
     /// Expires unpaid payment requests whose time is up, and their orders.

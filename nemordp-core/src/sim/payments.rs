@@ -81,6 +81,8 @@ struct SimInvoice {
     seen: Money,
     confirmed: Money,
     reversed: Option<String>,
+    /// Set by `reinstate`: the reversal was withdrawn (a dispute the merchant won).
+    reinstated: Option<String>,
 }
 
 /// The JSON body of a simulated webhook.
@@ -215,6 +217,18 @@ impl SimPayments {
         })
     }
 
+    /// Withdraws the reversal of `reference` (a dispute resolved in the merchant's favour)
+    /// with `reason`: the next [`SimPayments::signed_webhook`] reports a `reinstated` event.
+    /// Unknown reference → `NotFound`.
+    pub fn reinstate(&self, reference: &str, reason: impl Into<String>) -> Result<()> {
+        let reason = reason.into();
+        self.with_invoice(reference, "reinstate", |inv| {
+            inv.reversed = None;
+            inv.reinstated = Some(reason);
+            Ok(())
+        })
+    }
+
     /// The amount due for `reference`, as opened. Unknown reference → `NotFound`.
     pub fn due(&self, reference: &str) -> Result<Money> {
         self.with_invoice(reference, "due", |inv| Ok(inv.due))
@@ -246,6 +260,8 @@ impl SimPayments {
                 id: format!("evt_{}", uuid::Uuid::now_v7().simple()),
                 kind: if inv.reversed.is_some() {
                     "reversed"
+                } else if inv.reinstated.is_some() {
+                    "reinstated"
                 } else {
                     "observed"
                 }
@@ -253,7 +269,7 @@ impl SimPayments {
                 reference: reference.to_owned(),
                 seen: inv.seen.to_string(),
                 confirmed: inv.confirmed.to_string(),
-                reason: inv.reversed.clone(),
+                reason: inv.reversed.clone().or_else(|| inv.reinstated.clone()),
             })
         })?;
         let body = serde_json::to_vec(&event).map_err(|e| {
@@ -340,6 +356,10 @@ impl SimPayments {
                 reference: wire.reference,
                 reason: wire.reason.unwrap_or_default(),
             },
+            "reinstated" => VerifiedEventKind::Reinstated {
+                reference: wire.reference,
+                reason: wire.reason.unwrap_or_default(),
+            },
             other => {
                 return Err(Error::invalid_input(format!(
                     "unknown webhook event type {other:?}"
@@ -406,6 +426,7 @@ impl PaymentVerifier for SimPayments {
                         seen: zero,
                         confirmed: zero,
                         reversed: None,
+                        reinstated: None,
                     },
                 );
                 Ok(opened)

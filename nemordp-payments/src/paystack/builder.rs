@@ -55,6 +55,7 @@ pub struct PaystackBuilder {
     source_ip_header: String,
     fraud: Option<nemordp_core::fraud::FraudEngine>,
     review_store: Option<std::sync::Arc<dyn nemordp_core::Store>>,
+    clock: Option<std::sync::Arc<dyn nemordp_core::Clock>>,
 }
 
 impl Default for PaystackBuilder {
@@ -84,6 +85,7 @@ impl PaystackBuilder {
             source_ip_header: "x-forwarded-for".to_owned(),
             fraud: None,
             review_store: None,
+            clock: None,
         }
     }
 
@@ -194,13 +196,26 @@ impl PaystackBuilder {
         self
     }
 
-    /// Also records every mismatched payment durably, as a record in `store` (collection
-    /// `paystack.mismatch`, key `<reference>:<transaction id>:<kind>`), so an operator's review
-    /// queue survives restarts and is shared by every process. Without it, mismatches are kept
-    /// in memory ([`Paystack::mismatches`]), logged and counted.
+    /// Files every mismatched payment and partial refund durably in `store` (collection
+    /// `paystack.mismatch`, key `<reference>:<transaction id>:<kind>[:<refund id>]`), so an
+    /// operator's review queue survives restarts and is shared by every process.
+    ///
+    /// Not needed with a Provisioner: registering the verifier with one
+    /// (`ProvisionerBuilder::payment`) files them in the Provisioner's store by default. Use
+    /// this for another store, or when the verifier runs on its own; without either,
+    /// mismatches are only logged, counted and kept in memory ([`Paystack::mismatches`],
+    /// [`Paystack::review_is_durable`] says which).
     #[must_use]
     pub fn with_review_store(mut self, store: std::sync::Arc<dyn nemordp_core::Store>) -> Self {
         self.review_store = Some(store);
+        self
+    }
+
+    /// The clock that stamps review records (default: the Provisioner's once registered with
+    /// one, else the system clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn nemordp_core::Clock>) -> Self {
+        self.clock = Some(clock);
         self
     }
 
@@ -273,15 +288,22 @@ impl PaystackBuilder {
                 max_wait: self.max_retry_wait,
             },
         );
-        Ok(Paystack::from_parts(
+        let paystack = Paystack::from_parts(
             client,
             Asset::Fiat(self.currency),
             self.callback_url,
             self.channels,
             self.source_ips.map(|ips| (ips, self.source_ip_header)),
             self.fraud,
-            self.review_store,
-        ))
+        );
+        // Set before any Provisioner attaches, so explicit choices win over its defaults.
+        if let Some(store) = self.review_store {
+            let _ = paystack.review_store.set(store);
+        }
+        if let Some(clock) = self.clock {
+            let _ = paystack.clock.set(clock);
+        }
+        Ok(paystack)
     }
 }
 

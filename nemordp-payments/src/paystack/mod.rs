@@ -13,16 +13,20 @@
 //! - Check: `GET /transaction/verify/{reference}`. HTTP 200 is not "paid": money counts as
 //!   confirmed only when `status` is `success` **and** the amount, the currency and the
 //!   reference are exactly the expected ones. A success for another amount is observed as
-//!   seen-but-unconfirmed (it never settles), another currency as nothing; both are recorded
-//!   as [`PaymentMismatch`]es for review ([`Paystack::mismatches`], a `warn` log and the
-//!   `nemordp_paystack_mismatches_total` counter). [`Paystack::verify_payment`] gives the same
+//!   seen-but-unconfirmed (it never settles), another currency as nothing; both are filed
+//!   once as [`PaymentMismatch`]es for review: a record in the Provisioner's store (or the
+//!   one given to `with_review_store`), [`Paystack::mismatches`], a `warn` log and the
+//!   `nemordp_paystack_mismatches_total` counter. [`Paystack::verify_payment`] gives the same
 //!   verdict as a typed error.
 //! - Webhooks: optional source-IP allow-list, then `x-paystack-signature` (HMAC-SHA512 of the
 //!   raw body keyed with the secret key) compared in constant time **before** the body is
 //!   parsed; events become typed [`PaystackEvent`]s; unknown events are accepted and ignored.
-//!   `charge.success`, `refund.processed` and `charge.dispute.create` move money, so each is
-//!   confirmed with a verify call before it becomes an observation or a reversal; the dedupe
-//!   key is `<event>:<object id>`.
+//!   `charge.success`, `refund.processed`, `charge.dispute.create` and
+//!   `charge.dispute.resolve` move money, so each is confirmed with a verify call before it
+//!   becomes an observation, a reversal (a full refund, a dispute opened or lost) or a
+//!   reinstatement (a dispute declined with nothing refunded while verify still says
+//!   `success`); a partial refund is filed for review instead of reversing. The dedupe key is
+//!   `<event>:<object id>`.
 //! - Errors: `{status: false, message, code}` bodies (and HTTP 200 with `status: false`) map
 //!   onto core error kinds; 429/5xx/timeouts are retried for idempotent calls only.
 
@@ -33,10 +37,10 @@ pub mod subscription;
 pub mod webhook;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     fmt,
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use async_trait::async_trait;
@@ -47,7 +51,7 @@ use nemordp_core::{
     Asset, Currency, Error, ErrorKind, Money, PaymentId, Result,
     payment::{
         Observation, OpenedPayment, Payment, PaymentRequest, PaymentVerifier, VerifiedEvent,
-        VerifiedEventKind, WebhookRequest,
+        VerifiedEventKind, VerifierContext, WebhookRequest,
     },
 };
 
@@ -77,11 +81,23 @@ pub mod metadata_keys {
 /// How many opened payments are remembered for idempotent re-opens in this process.
 const OPENED_CACHE_CAP: usize = 10_000;
 
-/// Store collection of mismatches kept for review (see `PaystackBuilder::with_review_store`).
+/// Store collection of mismatches kept for review: the Provisioner's store once the verifier
+/// is registered with it, or the one given to `PaystackBuilder::with_review_store`.
 pub const MISMATCH_COLLECTION: &str = "paystack.mismatch";
 
 /// How many mismatches are kept in memory for review.
 const MISMATCH_LOG_CAP: usize = 1000;
+
+/// How many filed mismatch keys are remembered to skip re-filing (forgetting one only costs
+/// one more store write, answered `Conflict`).
+const FILED_CAP: usize = 10_000;
+
+/// The in-memory side of the review queue: the newest mismatches, and the keys already filed.
+#[derive(Default)]
+struct ReviewLog {
+    recent: VecDeque<PaymentMismatch>,
+    filed: HashSet<String>,
+}
 
 /// What did not match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +111,22 @@ pub enum MismatchKind {
     Reference,
     /// A success with no expectation to compare with (no nemordp metadata).
     Unexpected,
+    /// A refund of less than the transaction's amount: the payment stands (no suspension),
+    /// an operator decides.
+    PartialRefund,
+}
+
+impl MismatchKind {
+    /// Snake-case name (as stored).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Amount => "amount",
+            Self::Currency => "currency",
+            Self::Reference => "reference",
+            Self::Unexpected => "unexpected",
+            Self::PartialRefund => "partial_refund",
+        }
+    }
 }
 
 /// A successful Paystack transaction that did not match what the order expects. Also the
@@ -112,6 +144,25 @@ pub struct PaymentMismatch {
     pub received: String,
     /// Paystack's transaction id.
     pub transaction_id: Option<u64>,
+    /// Paystack's refund id, for partial refunds (several may follow one charge).
+    pub refund_id: Option<u64>,
+}
+
+impl PaymentMismatch {
+    /// The review record key: `<reference>:<transaction id>:<kind>[:<refund id>]`, the same
+    /// for every sighting of the same mismatch.
+    pub fn review_key(&self) -> String {
+        let base = format!(
+            "{}:{}:{}",
+            self.reference,
+            self.transaction_id.unwrap_or(0),
+            self.kind.as_str()
+        );
+        match self.refund_id {
+            Some(id) => format!("{base}:{id}"),
+            None => base,
+        }
+    }
 }
 
 impl fmt::Display for PaymentMismatch {
@@ -151,9 +202,11 @@ pub struct Paystack {
     channels: Vec<String>,
     source_ips: Option<(Vec<IpAddr>, String)>,
     opened: Mutex<HashMap<PaymentId, (Money, OpenedPayment)>>,
-    mismatches: Arc<Mutex<VecDeque<PaymentMismatch>>>,
+    review: Mutex<ReviewLog>,
     fraud: Option<nemordp_core::fraud::FraudEngine>,
-    review_store: Option<Arc<dyn nemordp_core::Store>>,
+    /// Set by `with_review_store`, else by the Provisioner (`attach`); first one wins.
+    review_store: OnceLock<Arc<dyn nemordp_core::Store>>,
+    clock: OnceLock<Arc<dyn nemordp_core::Clock>>,
 }
 
 impl fmt::Debug for Paystack {
@@ -188,7 +241,6 @@ impl Paystack {
         channels: Vec<String>,
         source_ips: Option<(Vec<IpAddr>, String)>,
         fraud: Option<nemordp_core::fraud::FraudEngine>,
-        review_store: Option<Arc<dyn nemordp_core::Store>>,
     ) -> Self {
         let currency = asset.fiat().unwrap_or(Currency::Ngn);
         Self {
@@ -199,9 +251,10 @@ impl Paystack {
             channels,
             source_ips,
             opened: Mutex::new(HashMap::new()),
-            mismatches: Arc::new(Mutex::new(VecDeque::new())),
+            review: Mutex::new(ReviewLog::default()),
             fraud,
-            review_store,
+            review_store: OnceLock::new(),
+            clock: OnceLock::new(),
         }
     }
 
@@ -269,12 +322,28 @@ impl Paystack {
         })
     }
 
-    /// The mismatches seen so far (newest last, at most 1000), for an operator's review queue.
+    /// The mismatches this process saw (each once, newest last, at most 1000). The durable
+    /// review queue is the store's [`MISMATCH_COLLECTION`] (see [`Paystack::review_is_durable`]).
     pub fn mismatches(&self) -> Vec<PaymentMismatch> {
-        self.mismatches
+        self.review
             .lock()
-            .map(|m| m.iter().cloned().collect())
+            .map(|m| m.recent.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether mismatches are filed in a store (given with `with_review_store`, or the
+    /// Provisioner's once this verifier is registered with one). When false they are only
+    /// logged, counted and kept in memory: a host running the verifier on its own should give
+    /// it a store.
+    pub fn review_is_durable(&self) -> bool {
+        self.review_store.get().is_some()
+    }
+
+    fn now(&self) -> nemordp_core::Timestamp {
+        match self.clock.get() {
+            Some(clock) => clock.now(),
+            None => nemordp_core::Clock::now(&nemordp_core::SystemClock),
+        }
     }
 
     /// Whether `ip` may deliver webhooks (always true without an allow-list).
@@ -284,52 +353,69 @@ impl Paystack {
             .is_none_or(|(ips, _)| ips.contains(&ip))
     }
 
+    /// Files `m` for review once: durably in the review store when there is one (an entry
+    /// already on file, from another process or before a restart, is not written twice), in
+    /// the in-memory log, a `warn` log and the `nemordp_paystack_mismatches_total` counter.
+    /// Every `check` re-verifies, so the same mismatch is seen again and again: only the first
+    /// sighting in a process does anything.
     async fn record(&self, m: PaymentMismatch) -> Result<()> {
-        tracing::warn!(
-            backend = NAME,
-            reference = %m.reference,
-            kind = ?m.kind,
-            expected = %m.expected,
-            received = %m.received,
-            "paystack payment does not match the order; recorded for review"
-        );
-        metrics::counter!("nemordp_paystack_mismatches_total").increment(1);
-        if let Ok(mut log) = self.mismatches.lock() {
-            if log.len() >= MISMATCH_LOG_CAP {
-                log.pop_front();
-            }
-            log.push_back(m.clone());
-        }
-        let Some(store) = &self.review_store else {
+        let key = m.review_key();
+        if self.review.lock().is_ok_and(|r| r.filed.contains(&key)) {
             return Ok(());
-        };
-        let kind = match m.kind {
-            MismatchKind::Amount => "amount",
-            MismatchKind::Currency => "currency",
-            MismatchKind::Reference => "reference",
-            MismatchKind::Unexpected => "unexpected",
-        };
-        let key = format!("{}:{}:{kind}", m.reference, m.transaction_id.unwrap_or(0));
-        let write = nemordp_core::RecordWrite::insert(
-            MISMATCH_COLLECTION,
-            &key,
-            &serde_json::json!({
-                "reference": m.reference,
-                "kind": kind,
-                "expected": m.expected,
-                "received": m.received,
-                "transaction_id": m.transaction_id,
-            }),
-        )?;
-        let now = nemordp_core::Timestamp::from_system_time(std::time::SystemTime::now());
-        match store
-            .commit(nemordp_core::store::Batch::new().put_record(write), now)
-            .await
-        {
-            // The same mismatch seen again (every check re-verifies): already on file.
-            Err(e) if e.kind() == ErrorKind::Conflict => Ok(()),
-            other => other.map(drop),
         }
+        if let Some(store) = self.review_store.get() {
+            let write = nemordp_core::RecordWrite::insert(
+                MISMATCH_COLLECTION,
+                &key,
+                &serde_json::json!({
+                    "reference": m.reference,
+                    "kind": m.kind.as_str(),
+                    "expected": m.expected,
+                    "received": m.received,
+                    "transaction_id": m.transaction_id,
+                    "refund_id": m.refund_id,
+                }),
+            )?;
+            match store
+                .commit(
+                    nemordp_core::store::Batch::new().put_record(write),
+                    self.now(),
+                )
+                .await
+            {
+                // Already on file (another process, or before a restart).
+                Err(e) if e.kind() == ErrorKind::Conflict => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        let first = self.review.lock().is_ok_and(|mut r| {
+            if r.filed.len() >= FILED_CAP {
+                r.filed.clear();
+            }
+            if !r.filed.insert(key) {
+                return false;
+            }
+            if r.recent.len() >= MISMATCH_LOG_CAP {
+                r.recent.pop_front();
+            }
+            r.recent.push_back(m.clone());
+            true
+        });
+        if first {
+            tracing::warn!(
+                backend = NAME,
+                reference = %m.reference,
+                kind = ?m.kind,
+                expected = %m.expected,
+                received = %m.received,
+                durable = self.review_is_durable(),
+                "paystack payment does not match the order; recorded for review"
+            );
+            metrics::counter!("nemordp_paystack_mismatches_total").increment(1);
+        }
+        Ok(())
     }
 
     /// Judges a verify result against what `reference` should have paid.
@@ -360,6 +446,7 @@ impl Paystack {
             expected,
             received,
             transaction_id: tx.id,
+            refund_id: None,
         };
         if tx.reference != reference {
             return Ok(nothing(Some(mismatch(
@@ -457,6 +544,48 @@ impl Paystack {
         }
     }
 
+    /// What a processed refund of `tx` means: a reversal when it returns the whole amount
+    /// (or Paystack already marks the transaction `reversed`, or the amount or currency is
+    /// unreadable: money may be gone), `None` for a partial refund, which is filed for review
+    /// instead of suspending the machine.
+    async fn assess_refund(
+        &self,
+        tx: Transaction,
+        refund: &model::Refund,
+    ) -> Result<Option<VerifiedEventKind>> {
+        let same_currency = refund
+            .currency
+            .as_deref()
+            .is_none_or(|c| c.trim().eq_ignore_ascii_case(tx.currency.trim()));
+        match (refund.amount, tx.amount) {
+            (Some(refunded), Some(charged))
+                if tx.status != "reversed" && same_currency && refunded < charged =>
+            {
+                tracing::warn!(
+                    backend = NAME,
+                    reference = %tx.reference,
+                    refunded,
+                    charged,
+                    "partial paystack refund: the payment stands; recorded for review"
+                );
+                self.record(PaymentMismatch {
+                    reference: tx.reference.clone(),
+                    kind: MismatchKind::PartialRefund,
+                    expected: format!("{charged} {}", tx.currency),
+                    received: format!("{refunded} {} refunded", tx.currency),
+                    transaction_id: tx.id,
+                    refund_id: refund.id,
+                })
+                .await?;
+                Ok(None)
+            }
+            _ => Ok(Some(VerifiedEventKind::Reversed {
+                reference: tx.reference,
+                reason: "refund processed".to_owned(),
+            })),
+        }
+    }
+
     /// Verifies the transaction behind a reversal-type event; the verify proves the event is
     /// about a real transaction of ours, not just a correctly signed body.
     async fn confirm_exists(
@@ -488,6 +617,13 @@ impl PaymentVerifier for Paystack {
 
     fn asset(&self) -> Asset {
         self.asset
+    }
+
+    /// Files mismatches in the Provisioner's store, stamped with its clock, unless
+    /// `with_review_store` / `with_clock` chose others.
+    fn attach(&self, context: &VerifierContext) {
+        let _ = self.review_store.set(context.store.clone());
+        let _ = self.clock.set(context.clock.clone());
     }
 
     async fn open(&self, req: &PaymentRequest) -> Result<OpenedPayment> {
@@ -644,10 +780,10 @@ impl PaymentVerifier for Paystack {
                     .confirm_exists(refund.transaction_reference.as_deref(), &parsed.event)
                     .await?
                 {
-                    Some(tx) => VerifiedEventKind::Reversed {
-                        reference: tx.reference,
-                        reason: "refund processed".to_owned(),
-                    },
+                    Some(tx) => self
+                        .assess_refund(tx, refund)
+                        .await?
+                        .unwrap_or_else(ignored),
                     None => ignored(),
                 }
             }
@@ -662,6 +798,48 @@ impl PaymentVerifier for Paystack {
                         ),
                     },
                     None => ignored(),
+                }
+            }
+            PaystackEvent::Dispute(webhook::DisputeStage::Resolved, dispute) => {
+                let reference = dispute.transaction.as_ref().map(|t| t.reference.as_str());
+                let resolution = dispute
+                    .resolution
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty());
+                match (
+                    resolution,
+                    self.confirm_exists(reference, &parsed.event).await?,
+                ) {
+                    (_, None) => ignored(),
+                    (None, Some(tx)) => {
+                        // Nothing to act on: the reversal stays open for an operator (or a
+                        // later delivery that says how it ended).
+                        tracing::warn!(
+                            backend = NAME,
+                            reference = %tx.reference,
+                            "charge.dispute.resolve without a resolution; left as it is"
+                        );
+                        ignored()
+                    }
+                    // Won, and verify agrees the money is still ours.
+                    (Some(r), Some(tx)) if dispute.merchant_won() && tx.status == "success" => {
+                        VerifiedEventKind::Reinstated {
+                            reference: tx.reference,
+                            reason: format!("dispute resolved ({r}): the payment stands"),
+                        }
+                    }
+                    (Some(r), Some(tx)) if dispute.merchant_won() => VerifiedEventKind::Reversed {
+                        reason: format!(
+                            "dispute resolved ({r}) but paystack reports the transaction {:?}",
+                            tx.status
+                        ),
+                        reference: tx.reference,
+                    },
+                    (Some(r), Some(tx)) => VerifiedEventKind::Reversed {
+                        reference: tx.reference,
+                        reason: format!("dispute lost ({r}): the customer is refunded"),
+                    },
                 }
             }
             _ => ignored(),

@@ -196,12 +196,31 @@ pub struct Refund {
     /// The refunded transaction's reference.
     #[serde(default)]
     pub transaction_reference: Option<String>,
-    /// Amount refunded, in subunits.
-    #[serde(default)]
+    /// Amount refunded, in subunits (an integer or integer text; anything else reads as
+    /// unknown, which is handled as a full refund).
+    #[serde(default, deserialize_with = "minor_units")]
     pub amount: Option<u64>,
     /// Currency code.
     #[serde(default)]
     pub currency: Option<String>,
+}
+
+/// Subunits sent as an integer or as integer text. Floats, negatives and anything else read
+/// as `None` (unknown) rather than failing the whole event: callers treat unknown
+/// conservatively.
+fn minor_units<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => {
+            let t = s.trim();
+            if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+                t.parse().ok()
+            } else {
+                None
+            }
+        }
+        _ => None,
+    })
 }
 
 /// A dispute as the `charge.dispute.*` events describe it.
@@ -211,12 +230,35 @@ pub struct Dispute {
     /// Paystack's dispute id.
     #[serde(default)]
     pub id: Option<u64>,
-    /// Dispute status.
+    /// Dispute status: `awaiting-merchant-feedback`, `awaiting-bank-feedback`, `pending`,
+    /// `resolved`.
     #[serde(default)]
     pub status: Option<String>,
+    /// How it was resolved (`charge.dispute.resolve`): `declined` (the merchant contested
+    /// and the money stays) or `merchant-accepted` (the customer is refunded).
+    #[serde(default)]
+    pub resolution: Option<String>,
+    /// The amount refunded to the customer, in subunits (same reading as refund amounts).
+    #[serde(default, deserialize_with = "minor_units")]
+    pub refund_amount: Option<u64>,
+    /// Currency code.
+    #[serde(default)]
+    pub currency: Option<String>,
     /// The disputed transaction.
     #[serde(default)]
     pub transaction: Option<Transaction>,
+}
+
+impl Dispute {
+    /// Whether a resolved dispute left the money with the merchant: resolution `declined`
+    /// (or `merchant-declined`) and nothing refunded. Unknown resolutions are not.
+    pub fn merchant_won(&self) -> bool {
+        let declined = self.resolution.as_deref().is_some_and(|r| {
+            let r = r.trim();
+            r.eq_ignore_ascii_case("declined") || r.eq_ignore_ascii_case("merchant-declined")
+        });
+        declined && self.refund_amount.unwrap_or(0) == 0
+    }
 }
 
 /// A subscription as the `subscription.*` and `invoice.*` events describe it.

@@ -113,21 +113,63 @@ fn interval(period: BillingPeriod) -> Result<&'static str> {
         BillingPeriod::Monthly => Ok("monthly"),
         BillingPeriod::SemiAnnual => Ok("biannually"),
         BillingPeriod::Annual => Ok("annually"),
-        // Paystack's spec has no quarterly interval.
+        // The spec's plan interval enum is daily, weekly, monthly, biannually, annually.
         _ => Err(Error::new(
             ErrorKind::NotSupported,
-            format!("paystack has no {period:?} plan interval"),
+            format!(
+                "paystack plans cannot bill {period:?}: Paystack's plan intervals are daily, \
+                 weekly, monthly, biannually and annually (no quarterly); sell this plan \
+                 monthly, or bill each quarter as a one-off payment"
+            ),
         )
         .with_backend(NAME)),
     }
 }
 
-/// The end of a period that starts at `from` (months of 30 days: Paystack bills by calendar
-/// month, so this errs on the customer's side by at most a day or two).
+/// The end of a period that starts at `from`, in calendar months as Paystack bills them
+/// (Jan 31 + 1 month = Feb 28, or 29).
 fn period_end(from: Timestamp, period: BillingPeriod) -> Timestamp {
-    from.saturating_add(Duration::from_secs(
-        u64::from(period.months()) * 30 * 24 * 3600,
-    ))
+    from.add_months(period.months())
+}
+
+/// Slack allowed past the calendar period end for Paystack's own `next_payment_date` (its
+/// billing hour and time zone differ from ours).
+const NEXT_PAYMENT_SLACK: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// The end of the paid period: Paystack's `next_payment_date` when it is sent and sane
+/// (parses as RFC 3339, lies after `now`, and not beyond the calendar end of one period from
+/// `from` plus a little slack, so a bogus date never gives months for free), else the
+/// calendar end of one period from `from`.
+fn paid_until(
+    next_payment_date: Option<&str>,
+    now: Timestamp,
+    from: Timestamp,
+    period: BillingPeriod,
+) -> Timestamp {
+    let calendar = period_end(from, period);
+    let Some(text) = next_payment_date.map(str::trim).filter(|t| !t.is_empty()) else {
+        return calendar;
+    };
+    match Timestamp::parse_rfc3339(text) {
+        Ok(next) if next > now && next <= calendar.saturating_add(NEXT_PAYMENT_SLACK) => next,
+        Ok(next) => {
+            tracing::warn!(
+                backend = NAME,
+                %next,
+                %calendar,
+                "paystack next_payment_date is out of range; using the calendar period end"
+            );
+            calendar
+        }
+        Err(_) => {
+            tracing::warn!(
+                backend = NAME,
+                next_payment_date = text,
+                "paystack next_payment_date does not parse; using the calendar period end"
+            );
+            calendar
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -140,6 +182,8 @@ struct CodeOnly {
     subscription_code: Option<String>,
     #[serde(default)]
     email_token: Option<SecretString>,
+    #[serde(default)]
+    next_payment_date: Option<String>,
 }
 
 impl PaystackSubscriptions {
@@ -329,7 +373,7 @@ impl PaystackSubscriptions {
             plan_code,
             authorization_sealed: hex::encode(self.sealer.seal(order_id, AUTH_FIELD, &auth)?),
             email_token_sealed: hex::encode(self.sealer.seal(order_id, TOKEN_FIELD, &token)?),
-            paid_until: period_end(now, plan.period),
+            paid_until: paid_until(s.next_payment_date.as_deref(), now, now, plan.period),
             state: SubscriptionState::Active,
             lapsed_at: None,
             lapse_reason: None,
@@ -423,6 +467,8 @@ impl PaystackSubscriptions {
         )?;
         let parsed = webhook::parse_event(request.body)?;
         let now = self.provisioner.now();
+        // Paystack's own next charge date, when the payload carries it (invoice events).
+        let mut next_payment_date: Option<String> = None;
         let (code, renewal) = match &parsed.payload {
             // A renewal charge names the customer and the plan, not the subscription.
             PaystackEvent::ChargeSuccess(tx) => {
@@ -442,12 +488,18 @@ impl PaystackSubscriptions {
                     .transpose()?;
                 (code, Some(tx.reference.clone()))
             }
-            PaystackEvent::Invoice(InvoiceStage::Updated, inv) if inv.paid == Some(true) => (
-                inv.subscription
+            PaystackEvent::Invoice(InvoiceStage::Updated, inv) if inv.paid == Some(true) => {
+                next_payment_date = inv
+                    .subscription
                     .as_ref()
-                    .and_then(|s| s.subscription_code.clone()),
-                inv.transaction.as_ref().map(|t| t.reference.clone()),
-            ),
+                    .and_then(|s| s.next_payment_date.clone());
+                (
+                    inv.subscription
+                        .as_ref()
+                        .and_then(|s| s.subscription_code.clone()),
+                    inv.transaction.as_ref().map(|t| t.reference.clone()),
+                )
+            }
             PaystackEvent::Invoice(InvoiceStage::PaymentFailed, inv) => (
                 inv.subscription
                     .as_ref()
@@ -496,7 +548,7 @@ impl PaystackSubscriptions {
             } else {
                 now
             };
-            record.paid_until = period_end(from, plan.period);
+            record.paid_until = paid_until(next_payment_date.as_deref(), now, from, plan.period);
             record.lapsed_at = None;
             record.lapse_reason = None;
             if record.state == SubscriptionState::Suspended {
@@ -663,13 +715,51 @@ mod tests {
         );
     }
 
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).unwrap()
+    }
+
+    #[test]
+    fn periods_are_calendar_months_or_paystacks_next_payment_date() {
+        let jan31 = at("2026-01-31T09:00:00Z");
+        assert_eq!(
+            period_end(jan31, BillingPeriod::Monthly),
+            at("2026-02-28T09:00:00Z")
+        );
+        assert_eq!(
+            period_end(at("2027-08-31T09:00:00Z"), BillingPeriod::SemiAnnual),
+            at("2028-02-29T09:00:00Z")
+        );
+        assert_eq!(
+            period_end(jan31, BillingPeriod::Annual),
+            at("2027-01-31T09:00:00Z")
+        );
+        let now = jan31;
+        let monthly = |next: Option<&str>| paid_until(next, now, jan31, BillingPeriod::Monthly);
+        // Paystack's date wins when sane, in its own format.
+        assert_eq!(
+            monthly(Some("2026-03-01T08:00:00.000Z")),
+            at("2026-03-01T08:00:00Z")
+        );
+        // Absent, garbage, in the past, or a year away: the calendar month.
+        for next in [
+            None,
+            Some(""),
+            Some("soon"),
+            Some("2026-02-30T00:00:00Z"),
+            Some("2025-12-01T00:00:00Z"),
+            Some("2027-01-31T00:00:00Z"),
+        ] {
+            assert_eq!(monthly(next), at("2026-02-28T09:00:00Z"), "{next:?}");
+        }
+    }
+
     #[test]
     fn intervals() {
         assert_eq!(interval(BillingPeriod::Monthly).unwrap(), "monthly");
         assert_eq!(interval(BillingPeriod::Annual).unwrap(), "annually");
-        assert_eq!(
-            interval(BillingPeriod::Quarterly).unwrap_err().kind(),
-            ErrorKind::NotSupported
-        );
+        let e = interval(BillingPeriod::Quarterly).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotSupported);
+        assert!(e.to_string().contains("no quarterly"), "{e}");
     }
 }
