@@ -257,6 +257,8 @@ impl Provisioner {
         {
             Ok(_) => job.remember(batch_written),
             Err(e) if e.kind() == ErrorKind::Conflict => {
+                // Whatever an earlier write of this step left is stale now: read afresh.
+                job.remember(None);
                 // Lost lease, or a compare-and-set that lost to another writer? A heartbeat
                 // tells them apart.
                 let mut held = job.lease.lock().await;
@@ -273,7 +275,10 @@ impl Provisioner {
                     Err(_) => Err(Halt::LeaseLost),
                 };
             }
-            Err(e) => return Err(Halt::Store(e)),
+            Err(e) => {
+                job.remember(None);
+                return Err(Halt::Store(e));
+            }
         }
         if self.crash(order_id, "after_commit") {
             return Err(Halt::Crashed);
