@@ -20,6 +20,8 @@ use nemordp_core::{
     testkit::store as kit,
 };
 use nemordp_store::PostgresStore;
+
+mod common;
 use sqlx::{
     Connection as _, PgConnection,
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -272,5 +274,48 @@ async fn postgres_migrations_refuse_a_newer_schema_and_corrupt_rows_are_typed() 
     let err = PostgresStore::connect_with(options).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     assert!(err.message().contains("newer"), "{err}");
+    server.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_version_3_schema_upgrades_and_keeps_its_rows() {
+    let Some(server) = Server::get().await else {
+        return;
+    };
+    let options = server.schema().await;
+    let (old, row) = common::old_order();
+    {
+        let mut conn = PgConnection::connect_with(&options).await.unwrap();
+        sqlx::raw_sql(common::MIGRATIONS_TABLE)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for (version, sql) in common::version_3_migrations("postgres") {
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            sqlx::query("INSERT INTO nemordp_migrations VALUES ($1, 'old', 0)")
+                .bind(version)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO orders (id, state_kind, version, created_at, updated_at, data) \
+             VALUES ($1, $2, 0, 1000000, 1000000, $3)",
+        )
+        .bind(&row[0])
+        .bind(&row[1])
+        .bind(&row[2])
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        drop(conn.close().await);
+    }
+    let store = PostgresStore::connect_with(options).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT MAX(version) FROM nemordp_migrations")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, PostgresStore::SCHEMA_VERSION);
+    common::upgraded_store_takes_a_step(&store, &old).await;
     server.cleanup().await;
 }

@@ -14,6 +14,8 @@ use nemordp_core::{
 };
 use nemordp_store::SqliteStore;
 
+mod common;
+
 fn url(dir: &tempfile::TempDir, name: &str) -> String {
     format!("sqlite://{}", dir.path().join(name).display())
 }
@@ -187,4 +189,50 @@ async fn racing_commits_from_two_stores_on_one_file_have_one_winner() {
     assert_eq!(wins, 1, "exactly one compare-and-set wins");
     assert_eq!(applied, 4, "each inbound event is recorded once");
     assert_eq!(a.get_order(o.id).await.unwrap().unwrap().version, 1);
+}
+
+#[tokio::test]
+async fn a_version_3_database_upgrades_and_keeps_its_rows() {
+    use sqlx::{Connection as _, sqlite::SqliteConnectOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let url = url(&dir, "v3.db");
+    let (old, row) = common::old_order();
+    {
+        let options = <SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        sqlx::raw_sql(common::MIGRATIONS_TABLE)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for (version, sql) in common::version_3_migrations("sqlite") {
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            sqlx::query("INSERT INTO nemordp_migrations VALUES ($1, 'old', 0)")
+                .bind(version)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO orders (id, state_kind, version, created_at, updated_at, data) \
+             VALUES ($1, $2, 0, 1000000, 1000000, $3)",
+        )
+        .bind(&row[0])
+        .bind(&row[1])
+        .bind(&row[2])
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        drop(conn.close().await);
+    }
+    let store = SqliteStore::connect(&url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT MAX(version) FROM nemordp_migrations")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, SqliteStore::SCHEMA_VERSION);
+    common::upgraded_store_takes_a_step(&store, &old).await;
 }
