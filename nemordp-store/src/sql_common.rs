@@ -258,6 +258,24 @@ async fn run_migrations(pool: &Pool<Db>) -> Result<()> {
     tx.commit().await.map_err(|e| db_err(NAME, OP, e))
 }
 
+/// Why an order update matched no row: the order is gone, or at `current`, another version.
+fn order_write_refused(order: &Order, current: Option<i64>) -> nemordp_core::Error {
+    match current {
+        None => err(
+            NAME,
+            ErrorKind::NotFound,
+            "commit",
+            format!("order {} not found", order.id),
+        ),
+        Some(v) => err(
+            NAME,
+            ErrorKind::Conflict,
+            "commit",
+            format!("order {} is at version {v}, not {}", order.id, order.version),
+        ),
+    }
+}
+
 /// Lower-case hex, the form both databases decode (`unhex`, `decode(…, 'hex')`).
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -582,20 +600,7 @@ impl This {
                     .await
                     .and_then(|row| row.map(|r| r.try_get::<i64, _>(0)).transpose())
                     .map_err(|e| db_err(NAME, OP, e))?;
-                match current {
-                    None => err(
-                        NAME,
-                        ErrorKind::NotFound,
-                        OP,
-                        format!("order {} not found", order.id),
-                    ),
-                    Some(v) => err(
-                        NAME,
-                        ErrorKind::Conflict,
-                        OP,
-                        format!("order {} is at version {v}, not {}", order.id, order.version),
-                    ),
-                }
+                order_write_refused(order, current)
             }
             "nemordp:outbox_exists" => err(
                 NAME,
@@ -933,23 +938,7 @@ impl This {
                             .await
                             .and_then(|row| row.map(|r| r.try_get::<i64, _>(0)).transpose())
                             .map_err(dbe)?;
-                    return Err(match current {
-                        None => err(
-                            NAME,
-                            ErrorKind::NotFound,
-                            OP,
-                            format!("order {} not found", order.id),
-                        ),
-                        Some(v) => err(
-                            NAME,
-                            ErrorKind::Conflict,
-                            OP,
-                            format!(
-                                "order {} is at version {v}, not {}",
-                                order.id, order.version
-                            ),
-                        ),
-                    });
+                    return Err(order_write_refused(order, current));
                 }
             }
             _ => {

@@ -196,7 +196,7 @@ async fn a_version_3_database_upgrades_and_keeps_its_rows() {
     use sqlx::{Connection as _, sqlite::SqliteConnectOptions};
     let dir = tempfile::tempdir().unwrap();
     let url = url(&dir, "v3.db");
-    let (old, row) = common::old_order();
+    let (old, script) = common::version_3_database("sqlite");
     {
         let options = <SqliteConnectOptions as std::str::FromStr>::from_str(&url)
             .unwrap()
@@ -204,28 +204,7 @@ async fn a_version_3_database_upgrades_and_keeps_its_rows() {
         let mut conn = sqlx::SqliteConnection::connect_with(&options)
             .await
             .unwrap();
-        sqlx::raw_sql(common::MIGRATIONS_TABLE)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        for (version, sql) in common::version_3_migrations("sqlite") {
-            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-            sqlx::query("INSERT INTO nemordp_migrations VALUES ($1, 'old', 0)")
-                .bind(version)
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-        sqlx::query(
-            "INSERT INTO orders (id, state_kind, version, created_at, updated_at, data) \
-             VALUES ($1, $2, 0, 1000000, 1000000, $3)",
-        )
-        .bind(&row[0])
-        .bind(&row[1])
-        .bind(&row[2])
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        sqlx::raw_sql(&script).execute(&mut conn).await.unwrap();
         drop(conn.close().await);
     }
     let store = SqliteStore::connect(&url).await.unwrap();

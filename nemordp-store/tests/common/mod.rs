@@ -2,7 +2,7 @@
 //! nemordp, and the checks that an upgraded store still holds its rows and takes a
 //! provisioning step through the statement migration 4 added.
 
-use std::time::Duration;
+use std::{fmt::Write as _, time::Duration};
 
 use nemordp_core::{
     Currency, Money, PlanId, Store, Timestamp,
@@ -10,52 +10,47 @@ use nemordp_core::{
     store::{Batch, ClaimRequest, CommitOutcome, InstanceRecord, Job, JobKind},
 };
 
-/// The migrations a version-3 binary shipped, for `dialect` (`"sqlite"` or `"postgres"`).
-pub(crate) fn version_3_migrations(dialect: &str) -> [(i64, &'static str); 3] {
-    match dialect {
+/// A SQL script that leaves an empty database where a version-3 binary would: its migrations
+/// (for `dialect`, `"sqlite"` or `"postgres"`) recorded as applied, and one order it wrote.
+pub(crate) fn version_3_database(dialect: &str) -> (Order, String) {
+    let migrations = match dialect {
         "sqlite" => [
-            (1, include_str!("../../migrations/sqlite/0001_initial.sql")),
-            (2, include_str!("../../migrations/sqlite/0002_records.sql")),
-            (
-                3,
-                include_str!("../../migrations/sqlite/0003_outbox_failures.sql"),
-            ),
+            include_str!("../../migrations/sqlite/0001_initial.sql"),
+            include_str!("../../migrations/sqlite/0002_records.sql"),
+            include_str!("../../migrations/sqlite/0003_outbox_failures.sql"),
         ],
         _ => [
-            (
-                1,
-                include_str!("../../migrations/postgres/0001_initial.sql"),
-            ),
-            (
-                2,
-                include_str!("../../migrations/postgres/0002_records.sql"),
-            ),
-            (
-                3,
-                include_str!("../../migrations/postgres/0003_outbox_failures.sql"),
-            ),
+            include_str!("../../migrations/postgres/0001_initial.sql"),
+            include_str!("../../migrations/postgres/0002_records.sql"),
+            include_str!("../../migrations/postgres/0003_outbox_failures.sql"),
         ],
-    }
-}
-
-/// The migrations table as every version creates it.
-pub(crate) const MIGRATIONS_TABLE: &str = "CREATE TABLE nemordp_migrations (version BIGINT PRIMARY KEY \
-     NOT NULL, description TEXT NOT NULL, applied_at BIGINT NOT NULL)";
-
-/// An order as a version-3 binary wrote it: the row's columns and its JSON.
-pub(crate) fn old_order() -> (Order, [String; 3]) {
+    };
     let order = Order::new(
         PlanId::new("p"),
         Customer::new("written-before-the-upgrade"),
         Money::from_minor(Currency::Usd, 100_u64),
         Timestamp::from_unix_secs(1_000),
     );
-    let row = [
-        order.id.to_string(),
-        "created".to_owned(),
-        serde_json::to_string(&order).expect("order JSON"),
-    ];
-    (order, row)
+    let mut script = "CREATE TABLE nemordp_migrations (version BIGINT PRIMARY KEY NOT NULL, \
+         description TEXT NOT NULL, applied_at BIGINT NOT NULL);\n"
+        .to_owned();
+    for (version, sql) in (1..).zip(migrations) {
+        script.push_str(sql);
+        let _ = writeln!(
+            script,
+            ";\nINSERT INTO nemordp_migrations VALUES ({version}, 'old', 0);"
+        );
+    }
+    let json = serde_json::to_string(&order)
+        .expect("order JSON")
+        .replace('\'', "''");
+    let _ = write!(
+        script,
+        "INSERT INTO orders (id, state_kind, version, created_at, updated_at, data) \
+         VALUES ('{}', 'created', 0, 1000000, 1000000, '{json}');",
+        order.id
+    );
+    (order, script)
 }
 
 /// The upgraded store still reads `old` and takes a fenced step (order + instance record)
