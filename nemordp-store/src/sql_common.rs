@@ -11,8 +11,8 @@ use nemordp_core::{
     payment::Payment,
     store::{
         Batch, ClaimRequest, ClaimedJob, CommitOutcome, InstanceRecord, Job, JobOutcome, JobState,
-        Lease, LeaseInfo, OrderQuery, OrderRecords, OrderWrite, OutboxEntry, PaymentWrite, Record, RecordWrite,
-        SealedCredentials,
+        Lease, LeaseInfo, OrderQuery, OrderRecords, OrderWrite, OutboxEntry, PaymentWrite, Record,
+        RecordWrite, SealedCredentials,
     },
 };
 use sqlx::{Row as _, pool::Pool};
@@ -81,11 +81,7 @@ fn decode_credentials(row: &DbRow, op: &'static str) -> Result<SealedCredentials
 }
 
 /// Sealed credentials from columns named `{prefix}{column}` (a join's aliases).
-fn decode_credentials_as(
-    row: &DbRow,
-    op: &'static str,
-    prefix: &str,
-) -> Result<SealedCredentials> {
+fn decode_credentials_as(row: &DbRow, op: &'static str, prefix: &str) -> Result<SealedCredentials> {
     const T: &str = "credentials";
     let col = |c: &str| format!("{prefix}{c}");
     let id: String = get(row, op, T, &col("order_id"))?;
@@ -271,7 +267,10 @@ fn order_write_refused(order: &Order, current: Option<i64>) -> nemordp_core::Err
             NAME,
             ErrorKind::Conflict,
             "commit",
-            format!("order {} is at version {v}, not {}", order.id, order.version),
+            format!(
+                "order {} is at version {v}, not {}",
+                order.id, order.version
+            ),
         ),
     }
 }
@@ -624,12 +623,21 @@ impl This {
 impl This {
     /// One outbox entry, or `NotFound`.
     async fn outbox_entry(&self, op: &'static str, id: NotificationId) -> Result<OutboxEntry> {
-        let row = sqlx::query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| db_err(NAME, op, e))?
-            .ok_or_else(|| err(NAME, ErrorKind::NotFound, op, format!("outbox entry {id} not found")))?;
+        let row = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_err(NAME, op, e))?
+        .ok_or_else(|| {
+            err(
+                NAME,
+                ErrorKind::NotFound,
+                op,
+                format!("outbox entry {id} not found"),
+            )
+        })?;
         decode_outbox(&row, op)
     }
 
@@ -1639,11 +1647,13 @@ impl Store for This {
             ));
         }
         let mut tx = begin_write(&self.pool, OP).await?;
-        sqlx::query("INSERT INTO index_counters (scope, next_idx) VALUES ($1, 0) ON CONFLICT DO NOTHING")
-            .bind(scope)
-            .execute(&mut *tx)
-            .await
-            .map_err(dbe)?;
+        sqlx::query(
+            "INSERT INTO index_counters (scope, next_idx) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+        )
+        .bind(scope)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe)?;
         // The no-op update row-locks the scope's counter until commit, so reservations of one
         // scope run one at a time across processes (SQLite's write transaction already does).
         let next: i64 = sqlx::query(
@@ -1654,17 +1664,16 @@ impl Store for This {
         .await
         .and_then(|row| row.try_get::<i64, _>(0))
         .map_err(dbe)?;
-        let existing: Option<i64> = sqlx::query(
-            "SELECT idx FROM index_reservations WHERE scope = $1 AND claimant = $2",
-        )
-        .bind(scope)
-        .bind(claimant)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(dbe)?
-        .map(|row| row.try_get::<i64, _>(0))
-        .transpose()
-        .map_err(dbe)?;
+        let existing: Option<i64> =
+            sqlx::query("SELECT idx FROM index_reservations WHERE scope = $1 AND claimant = $2")
+                .bind(scope)
+                .bind(claimant)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(dbe)?
+                .map(|row| row.try_get::<i64, _>(0))
+                .transpose()
+                .map_err(dbe)?;
         if let Some(idx) = existing {
             tx.commit().await.map_err(dbe)?;
             return to_u64(NAME, OP, "index_reservations", scope, "idx", idx);
