@@ -19,6 +19,8 @@ bash scripts/peers.sh
 
 step "rustfmt"
 cargo fmt --all -- --check
+# `include!`d files are not modules, so `cargo fmt` never reaches them.
+rustfmt --check --edition 2024 nemordp-store/src/sql_common.rs
 
 step "clippy (all features)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
