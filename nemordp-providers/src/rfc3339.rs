@@ -2,63 +2,27 @@
 
 use nemordp_core::Timestamp;
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses `2021-09-14T13:22:20+00:00` (RFC 3339, whole seconds, optional fraction ignored).
+/// Parses `2021-09-14T13:22:20+00:00` with [`Timestamp::parse_rfc3339`], in whole seconds (a
+/// fraction is dropped). Also takes the `+hhmm` offsets Contabo writes in its cancel dates,
+/// which the strict parser refuses.
 pub(crate) fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+    // A date and a time at least: a bare date is no machine's creation time.
+    if s.len() < 20 {
+        return None;
+    }
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (year, month, day, hour, minute, second) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        rest = &frac[digits..];
-    }
-    // `+hh:mm`, or `+hhmm` as Contabo writes its cancel dates
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if (rest.len() == 6 && rest.as_bytes()[3] == b':') || rest.len() == 5 => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let minutes_at = rest.len() - 2;
-            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600
-                + rest.get(minutes_at..)?.parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
+    let compact_offset = b.len() >= 24
+        && matches!(b[b.len() - 5], b'+' | b'-')
+        && b[b.len() - 4..].iter().all(u8::is_ascii_digit);
+    let parsed = if compact_offset {
+        let (hours, minutes) = s.split_at(s.len() - 2);
+        Timestamp::parse_rfc3339(&format!("{hours}:{minutes}"))
+    } else {
+        Timestamp::parse_rfc3339(s)
     };
-    let secs =
-        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    Some(Timestamp::from_unix_secs(secs))
+    parsed
+        .ok()
+        .map(|t| Timestamp::from_unix_secs(t.as_unix_secs()))
 }
 
 #[cfg(test)]
