@@ -275,16 +275,6 @@ fn order_write_refused(order: &Order, current: Option<i64>) -> nemordp_core::Err
     }
 }
 
-/// Lower-case hex, the form both databases decode (`unhex`, `decode(…, 'hex')`).
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
 /// The document for `COMMIT_STEP_SQL` (migration 4) when `batch` has the shape of a
 /// provisioning step: fenced; at most one order update, one instance record and one set of
 /// credentials; any outbox entries; optionally finishing the job; nothing else. `None` sends
@@ -342,7 +332,8 @@ fn commit_step_doc(batch: &Batch, now: Timestamp) -> Result<Option<String>> {
             "instance".into(),
             json!({
                 "order_id": record.order_id.to_string(),
-                "sealed_password": record.sealed_password.as_deref().map(hex),
+                // Hex, which `unhex` (SQLite) and `decode(…, 'hex')` (PostgreSQL) read back.
+                "sealed_password": record.sealed_password.as_deref().map(hex::encode),
                 "updated_at": ms(record.updated_at),
                 "data": to_json(NAME, OP, &data)?,
             }),
@@ -355,7 +346,7 @@ fn commit_step_doc(batch: &Batch, now: Timestamp) -> Result<Option<String>> {
                 "order_id": creds.order_id.to_string(),
                 "username": creds.username,
                 "key_id": creds.key_id,
-                "sealed_password": hex(&creds.sealed_password),
+                "sealed_password": hex::encode(&creds.sealed_password),
                 "created_at": ms(creds.created_at),
             }),
         );
