@@ -357,6 +357,24 @@ fn signed(body: &Value) -> (http::HeaderMap, Vec<u8>) {
     (h, body)
 }
 
+/// The one plan the Provisioner tests sell: monthly Windows on the simulated cloud, 45,000 NGN.
+fn windows_plan() -> nemordp_core::plan::PlanCatalog {
+    nemordp_core::plan::PlanCatalog::from_toml_str(
+        r#"
+        [[plan]]
+        id = "win-2c-4g"
+        name = "Windows Server 2022, 2 vCPU, 4 GB"
+        provider = "sim"
+        os = "windows_server"
+        region = "sim-1"
+        size = "small"
+        price = "45000.00 NGN"
+        period = "monthly"
+    "#,
+    )
+    .unwrap()
+}
+
 async fn start() -> (MockServer, Fake) {
     let server = MockServer::start().await;
     let fake = Fake::default();
@@ -1314,7 +1332,6 @@ mod provisioner {
 
     use nemordp_core::{
         order::{Customer, OrderState},
-        plan::PlanCatalog,
         provisioner::Provisioner,
         seal::Sealer,
         sim::{cloud::SimCloud, notify::RecordingNotifier, store::MemoryStore},
@@ -1331,20 +1348,7 @@ mod provisioner {
         fraud: Option<nemordp_core::fraud::FraudEngine>,
     ) -> Provisioner {
         let cloud = SimCloud::builder().seed(7).build();
-        let plans = PlanCatalog::from_toml_str(
-            r#"
-            [[plan]]
-            id = "win-2c-4g"
-            name = "Windows Server 2022, 2 vCPU, 4 GB"
-            provider = "sim"
-            os = "windows_server"
-            region = "sim-1"
-            size = "small"
-            price = "45000.00 NGN"
-            period = "monthly"
-        "#,
-        )
-        .unwrap();
+        let plans = windows_plan();
         let mut b = Provisioner::builder()
             .store(Arc::new(MemoryStore::new()))
             .provider(Arc::new(cloud.clone()))
@@ -1512,7 +1516,6 @@ mod subscriptions {
     use nemordp_core::{
         ManualClock,
         order::{Customer, OrderState},
-        plan::PlanCatalog,
         provisioner::Provisioner,
         seal::Sealer,
         sim::{cloud::SimCloud, notify::RecordingNotifier, store::MemoryStore},
@@ -1551,20 +1554,7 @@ mod subscriptions {
             .rdp_delay(Duration::ZERO)
             .clock(clock.clone())
             .build();
-        let plans = PlanCatalog::from_toml_str(
-            r#"
-            [[plan]]
-            id = "win-2c-4g"
-            name = "Windows Server 2022"
-            provider = "sim"
-            os = "windows_server"
-            region = "sim-1"
-            size = "small"
-            price = "45000.00 NGN"
-            period = "monthly"
-        "#,
-        )
-        .unwrap();
+        let plans = windows_plan();
         let paystack = Arc::new(builder(&server).build().unwrap());
         let store = MemoryStore::new();
         let prov = Provisioner::builder()
